@@ -1,0 +1,39 @@
+// Private to libxadapt: the context's layout and helpers shared by core files. Never installed;
+// plugins see the host table (plugin.h), scripts see the Lua binding.
+#ifndef XADAPT_INTERNAL_H
+#define XADAPT_INTERNAL_H
+
+#include "xadapt/core.h"
+#include "xadapt/tensor.h"
+
+#define XA_ERRMSG_MAX 2048
+
+typedef struct xa_arena_chunk {
+    struct xa_arena_chunk *next;
+    size_t size, used;
+    unsigned char *mem;
+} xa_arena_chunk;
+
+typedef struct xa_arena {
+    xa_arena_chunk *head;  // chunk being filled
+    xa_arena_chunk *first; // chain in allocation order; kept across resets
+    size_t used_total;
+} xa_arena;
+
+struct xa_tape; // tape.c
+
+struct xa_ctx {
+    xa_status code;
+    char msg[XA_ERRMSG_MAX];
+    uint64_t rng[4];
+    xa_arena arena;
+    struct xa_tape *tape;
+    bool grad_enabled; // recording allowed (xa_grad_mode)
+    bool training;     // dropout active
+};
+
+void xa_arena_deinit(xa_arena *a);
+void xa_tape_clear(xa_ctx *ctx);
+void xa_tape_free(xa_ctx *ctx);
+
+#endif

@@ -1,0 +1,14 @@
+// The `xadapt` command's subcommands. Each takes its own argv (argv[0] is the subcommand name),
+// prints its own output and errors, and returns the process exit status (0 ok, 1 failure,
+// 2 usage). main.c only dispatches.
+#ifndef XADAPT_CLI_H
+#define XADAPT_CLI_H
+
+typedef struct xa_ctx xa_ctx;
+
+int cmd_inspect(int argc, char **argv);
+
+// Print "xadapt <cmd>: <message>" to stderr for the context's current error; returns 1.
+int cli_fail(const char *cmd, xa_ctx *ctx);
+
+#endif

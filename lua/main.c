@@ -1,0 +1,80 @@
+// The `xadapt` executable: global flags (--version, --help, --threads) and dispatch to the
+// subcommands in cli_*.c. Scripts run through `xadapt run` (the Lua runner).
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xadapt/blas.h"
+#include "xadapt/core.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"inspect", cmd_inspect, "print the tensor table and metadata of a .safetensors file"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: xadapt [--threads N] <command> [args...]\n"
+                 "       xadapt --version | --help\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nenvironment:\n"
+                 "  XADAPT_THREADS=N          threads for every pool (default: all cores)\n"
+                 "  XADAPT_BLAS_CORETYPE=X    auto (default), keep, or an OpenBLAS core name\n"
+                 "  XADAPT_BLAS_LIBRARY=PATH  OpenBLAS to load instead of libopenblas.so.0\n"
+                 "\n`xadapt <command> --help` describes each command.\n");
+}
+
+static void version(void) {
+    const xa_blas_info *b = xa_blas_info_get();
+    printf("xadapt %s\n", XA_VERSION_STRING);
+    printf("blas: %s kernels (%s), %d thread%s\n", b->coretype, b->library, b->threads,
+           b->threads == 1 ? "" : "s");
+    printf("blas choice: %s\n", b->reason);
+    if (b->config[0])
+        printf("blas config: %s\n", b->config);
+}
+
+int cli_fail(const char *cmd, xa_ctx *ctx) {
+    fprintf(stderr, "xadapt %s: %s\n", cmd, xa_errmsg(ctx));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
+            version();
+            return 0;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            int n = atoi(argv[++i]);
+            if (n <= 0) {
+                fprintf(stderr, "xadapt: --threads takes a positive number, got '%s'\n", argv[i]);
+                return 2;
+            }
+            xa_set_threads(n);
+        } else {
+            fprintf(stderr, "xadapt: unknown option '%s'\n\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t c = 0; c < sizeof commands / sizeof *commands; c++)
+        if (!strcmp(argv[i], commands[c].name))
+            return commands[c].run(argc - i, argv + i);
+    fprintf(stderr, "xadapt: unknown command '%s' (try xadapt --help)\n", argv[i]);
+    return 2;
+}
