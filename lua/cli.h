@@ -6,7 +6,7 @@
 
 typedef struct xa_ctx xa_ctx;
 
-int cmd_inspect(int argc, char **argv);
+// one prototype per subcommand (cli_<name>.c)
 
 // Print "xadapt <cmd>: <message>" to stderr for the context's current error; returns 1.
 int cli_fail(const char *cmd, xa_ctx *ctx);

@@ -9,6 +9,9 @@
 #include "xadapt/blas.h"
 #include "xadapt/core.h"
 
+static void version(void);
+static int cmd_version(int argc, char **argv);
+
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -16,7 +19,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"inspect", cmd_inspect, "print the tensor table and metadata of a .safetensors file"},
+    {"version", cmd_version, "print the version and the BLAS kernels in use (same as --version)"},
+    // one line per subcommand, in the order --help lists them
 };
 
 static void usage(FILE *out) {
@@ -29,6 +33,12 @@ static void usage(FILE *out) {
                  "  XADAPT_BLAS_CORETYPE=X    auto (default), keep, or an OpenBLAS core name\n"
                  "  XADAPT_BLAS_LIBRARY=PATH  OpenBLAS to load instead of libopenblas.so.0\n"
                  "\n`xadapt <command> --help` describes each command.\n");
+}
+
+static int cmd_version(int argc, char **argv) {
+    (void)argc, (void)argv;
+    version();
+    return 0;
 }
 
 static void version(void) {

@@ -1,0 +1,50 @@
+// Reverse-mode autograd over coarse ops. An op records a node only when one of its inputs needs
+// a gradient and recording is enabled; nodes live in the step arena and die at xa_arena_reset.
+// Backward accumulates (+=) into trainable parameters and into activations that lead to them.
+#ifndef XADAPT_TAPE_H
+#define XADAPT_TAPE_H
+
+#include "xadapt/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define XA_NODE_MAX_IN 4
+
+typedef void (*xa_backward_fn)(xa_ctx *ctx, xa_node *node);
+
+struct xa_node {
+    xa_node *prev;
+    const char *op; // static name, for debugging and tape summaries
+    xa_backward_fn backward;
+    xa_tensor *out;
+    xa_tensor *in[XA_NODE_MAX_IN];
+    int nin;
+    void *saved;   // op-specific data in the arena (statistics, masks, ids, probabilities)
+    float f[4];    // small op parameters
+    int64_t i[8];
+};
+
+// True when an op with these inputs must record (recording on and some input needs grad).
+bool xa_tape_wants(const xa_ctx *ctx, int nin, xa_tensor *const *in);
+// Record a node producing `out` from `in`; marks `out` as needing grad. NULL on arena failure.
+xa_node *xa_tape_record(xa_ctx *ctx, const char *op, xa_backward_fn backward, xa_tensor *out,
+                        int nin, xa_tensor *const *in);
+
+// Seed d(loss) = 1 (loss must be a scalar or 1 element) and run every node backwards.
+xa_status xa_backward(xa_ctx *ctx, xa_tensor *loss);
+
+// Recording on/off (e.g. frozen encoders, evaluation). Returns the previous setting.
+bool xa_set_grad_enabled(xa_ctx *ctx, bool on);
+// Training mode turns dropout on. Returns the previous setting.
+bool xa_set_training(xa_ctx *ctx, bool on);
+bool xa_is_training(const xa_ctx *ctx);
+
+// Nodes recorded since the last reset, and how many of them ran `op` (NULL = all).
+size_t xa_tape_count(const xa_ctx *ctx, const char *op);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
