@@ -1,0 +1,120 @@
+// Element-wise kernels: activations (erf GELU, tanh GELU, quick GELU, tanh, sigmoid, ReLU) and
+// dropout with a counter-based mask that backward regenerates instead of storing.
+#include <math.h>
+
+#include "kernels.h"
+
+static const char *act_names[XA_ACT_COUNT] = {
+    [XA_ACT_GELU] = "gelu",       [XA_ACT_GELU_TANH] = "gelu_new", [XA_ACT_QUICK_GELU] = "quick_gelu",
+    [XA_ACT_TANH] = "tanh",       [XA_ACT_SIGMOID] = "sigmoid",    [XA_ACT_RELU] = "relu",
+};
+
+const char *xa_act_name(xa_act a) { return (unsigned)a < XA_ACT_COUNT ? act_names[a] : "?"; }
+
+#define SQRT_2_OVER_PI 0.7978845608028654f
+#define INV_SQRT_2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void xa_act_forward(float *out, const float *inp, xa_act act, int64_t N) {
+    switch (act) {
+    case XA_ACT_GELU:
+        for (int64_t i = 0; i < N; i++)
+            out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * INV_SQRT_2));
+        break;
+    case XA_ACT_GELU_TANH:
+        for (int64_t i = 0; i < N; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + 0.044715f * x * x * x)));
+        }
+        break;
+    case XA_ACT_QUICK_GELU:
+        for (int64_t i = 0; i < N; i++)
+            out[i] = inp[i] * sigmoidf(1.702f * inp[i]);
+        break;
+    case XA_ACT_TANH:
+        for (int64_t i = 0; i < N; i++)
+            out[i] = tanhf(inp[i]);
+        break;
+    case XA_ACT_SIGMOID:
+        for (int64_t i = 0; i < N; i++)
+            out[i] = sigmoidf(inp[i]);
+        break;
+    case XA_ACT_RELU:
+        for (int64_t i = 0; i < N; i++)
+            out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+        break;
+    case XA_ACT_COUNT:
+        break;
+    }
+}
+
+void xa_act_backward(float *dinp, const float *dout, const float *inp, const float *out, xa_act act,
+                     int64_t N) {
+    switch (act) {
+    case XA_ACT_GELU:
+        for (int64_t i = 0; i < N; i++) {
+            float x = inp[i];
+            float cdf = 0.5f * (1.0f + erff(x * INV_SQRT_2));
+            float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+            dinp[i] += dout[i] * (cdf + x * pdf);
+        }
+        break;
+    case XA_ACT_GELU_TANH:
+        for (int64_t i = 0; i < N; i++) {
+            float x = inp[i];
+            float u = SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
+            float t = tanhf(u);
+            float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+            dinp[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+        }
+        break;
+    case XA_ACT_QUICK_GELU:
+        for (int64_t i = 0; i < N; i++) {
+            float s = sigmoidf(1.702f * inp[i]);
+            dinp[i] += dout[i] * (s + 1.702f * inp[i] * s * (1.0f - s));
+        }
+        break;
+    case XA_ACT_TANH:
+        for (int64_t i = 0; i < N; i++)
+            dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
+        break;
+    case XA_ACT_SIGMOID:
+        for (int64_t i = 0; i < N; i++)
+            dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
+        break;
+    case XA_ACT_RELU:
+        for (int64_t i = 0; i < N; i++)
+            dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+        break;
+    case XA_ACT_COUNT:
+        break;
+    }
+}
+
+// splitmix64 finaliser of (seed, index): independent of evaluation order, so forward and
+// backward (and any future threading) see the same mask.
+static inline uint64_t mix(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+bool xa_dropout_keep(uint64_t seed, int64_t i, float p) {
+    return (float)(mix(seed, (uint64_t)i) >> 40) * 0x1.0p-24f >= p;
+}
+
+void xa_dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N) {
+    float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < N; i++)
+        out[i] = xa_dropout_keep(seed, i, p) ? inp[i] * scale : 0.0f;
+}
+
+void xa_dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N) {
+    float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < N; i++)
+        if (xa_dropout_keep(seed, i, p))
+            dinp[i] += dout[i] * scale;
+}

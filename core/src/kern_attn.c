@@ -1,0 +1,90 @@
+// Fused multi-head attention (self and cross) over strided head slices: no head split/merge
+// copies, one GEMM per (batch, head) and product. Masks: key padding (1 keep, 0 pad) and causal.
+// A query row whose keys are all masked gets uniform weights, as Hugging Face's additive mask does.
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "xadapt/blas.h"
+
+static void mask_and_softmax(float *P, const float *key_mask, const xa_attn_shape *s) {
+    int64_t Tq = s->Tq, Tk = s->Tk, shift = Tk - Tq;
+    for (int64_t t = 0; t < Tq; t++) {
+        float *row = P + t * Tk;
+        for (int64_t j = 0; j < Tk; j++)
+            if ((key_mask && key_mask[j] == 0.0f) || (s->causal && j > t + shift))
+                row[j] = -INFINITY;
+    }
+    xa_softmax_forward(P, P, Tq, Tk);
+}
+
+// Pd = dropout(P) for head block `blk` (its global element offset is blk*Tq*Tk).
+static const float *dropped(float *scratch, const float *P, const xa_attn_shape *s, int64_t blk) {
+    if (s->dropout <= 0.0f)
+        return P;
+    int64_t n = s->Tq * s->Tk;
+    float scale = 1.0f / (1.0f - s->dropout);
+    for (int64_t i = 0; i < n; i++)
+        scratch[i] = xa_dropout_keep(s->seed, blk * n + i, s->dropout) ? P[i] * scale : 0.0f;
+    return scratch;
+}
+
+void xa_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                          const float *key_mask, const xa_attn_shape *s, float *scratch) {
+    int64_t H = s->H, Tq = s->Tq, Tk = s->Tk, Dk = s->Dk, Dv = s->Dv;
+    int64_t ldq = H * Dk, ldv = H * Dv;
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *Q = q + b * Tq * ldq + h * Dk, *K = k + b * Tk * ldq + h * Dk;
+            const float *V = v + b * Tk * ldv + h * Dv;
+            float *P = probs + (b * H + h) * Tq * Tk, *O = out + b * Tq * ldv + h * Dv;
+            xa_sgemm(false, true, Tq, Tk, Dk, s->scale, Q, ldq, K, ldq, 0.0f, P, Tk);
+            mask_and_softmax(P, key_mask ? key_mask + b * Tk : NULL, s);
+            const float *Pd = dropped(scratch, P, s, b * H + h);
+            xa_sgemm(false, false, Tq, Dv, Tk, 1.0f, Pd, Tk, V, ldv, 0.0f, O, ldv);
+        }
+}
+
+void xa_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, const float *probs,
+                           const xa_attn_shape *s, float *scratch) {
+    int64_t H = s->H, Tq = s->Tq, Tk = s->Tk, Dk = s->Dk, Dv = s->Dv;
+    int64_t ldq = H * Dk, ldv = H * Dv;
+    float *dP = scratch, *pd_buf = scratch + Tq * Tk;
+    float keep_scale = s->dropout > 0.0f ? 1.0f / (1.0f - s->dropout) : 1.0f;
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t blk = b * H + h;
+            const float *Q = q + b * Tq * ldq + h * Dk, *K = k + b * Tk * ldq + h * Dk;
+            const float *V = v + b * Tk * ldv + h * Dv, *dO = dout + b * Tq * ldv + h * Dv;
+            const float *P = probs + blk * Tq * Tk;
+            if (dv) {
+                const float *Pd = dropped(pd_buf, P, s, blk);
+                xa_sgemm(true, false, Tk, Dv, Tq, 1.0f, Pd, Tk, dO, ldv, 1.0f,
+                         dv + b * Tk * ldv + h * Dv, ldv);
+            }
+            if (!dq && !dk)
+                continue;
+            xa_sgemm(false, true, Tq, Tk, Dv, 1.0f, dO, ldv, V, ldv, 0.0f, dP, Tk);
+            for (int64_t t = 0; t < Tq; t++) {
+                float *g = dP + t * Tk;
+                const float *p = P + t * Tk;
+                if (s->dropout > 0.0f)
+                    for (int64_t j = 0; j < Tk; j++)
+                        g[j] = xa_dropout_keep(s->seed, blk * Tq * Tk + t * Tk + j, s->dropout)
+                                   ? g[j] * keep_scale
+                                   : 0.0f;
+                double dot = 0;
+                for (int64_t j = 0; j < Tk; j++)
+                    dot += (double)g[j] * p[j];
+                for (int64_t j = 0; j < Tk; j++)
+                    g[j] = p[j] * (g[j] - (float)dot);
+            }
+            if (dq)
+                xa_sgemm(false, false, Tq, Dk, Tk, s->scale, dP, Tk, K, ldq, 1.0f,
+                         dq + b * Tq * ldq + h * Dk, ldq);
+            if (dk)
+                xa_sgemm(true, false, Tk, Dk, Tq, s->scale, dP, Tk, Q, ldq, 1.0f,
+                         dk + b * Tk * ldq + h * Dk, ldq);
+        }
+}
