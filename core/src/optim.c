@@ -1,0 +1,327 @@
+// Parameter slabs and optimizers. Values of every parameter in a set are packed into one
+// buffer, gradients into another, moments into two more, so an update is a few linear passes.
+#include "xadapt/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+    xa_tensor *t;
+    char *name;
+    bool decay;
+    int64_t offset; // into the slabs, valid when packed
+} param;
+
+struct xa_params {
+    xa_ctx *ctx;
+    param *p;
+    size_t n, cap;
+    bool packed;
+    int64_t numel;
+    xa_buffer *values; // slab of values
+    float *grads;      // slab of gradients
+};
+
+xa_params *xa_params_new(xa_ctx *ctx) {
+    xa_params *ps = xa_calloc(ctx, 1, sizeof *ps);
+    if (ps)
+        ps->ctx = ctx;
+    return ps;
+}
+
+void xa_params_free(xa_params *ps) {
+    if (!ps)
+        return;
+    for (size_t i = 0; i < ps->n; i++) {
+        if (ps->packed)
+            ps->p[i].t->grad = NULL; // the slab owns it
+        xa_tensor_release(ps->p[i].t);
+        free(ps->p[i].name);
+    }
+    xa_buffer_release(ps->values);
+    free(ps->grads);
+    free(ps->p);
+    free(ps);
+}
+
+static void init_values(xa_ctx *ctx, xa_tensor *t, xa_init init) {
+    int64_t fan_out = t->ndim ? t->shape[0] : 1, fan_in = t->ndim > 1 ? t->numel / fan_out : 1;
+    float a = init.a;
+    switch (init.kind) {
+    case XA_INIT_ZERO:
+        memset(t->data, 0, (size_t)t->numel * sizeof(float));
+        break;
+    case XA_INIT_ONE:
+        for (int64_t i = 0; i < t->numel; i++)
+            t->data[i] = 1.0f;
+        break;
+    case XA_INIT_NORMAL:
+        for (int64_t i = 0; i < t->numel; i++)
+            t->data[i] = a * xa_rng_normal(ctx);
+        break;
+    case XA_INIT_XAVIER:
+        a = (a > 0 ? a : 1.0f) * sqrtf(6.0f / (float)(fan_in + fan_out));
+        /* fall through */
+    case XA_INIT_UNIFORM:
+        for (int64_t i = 0; i < t->numel; i++)
+            t->data[i] = a * (2.0f * xa_rng_uniform(ctx) - 1.0f);
+        break;
+    case XA_INIT_KAIMING: {
+        float b = 1.0f / sqrtf((float)fan_in);
+        for (int64_t i = 0; i < t->numel; i++)
+            t->data[i] = b * (2.0f * xa_rng_uniform(ctx) - 1.0f);
+        break;
+    }
+    }
+}
+
+xa_tensor *xa_params_add(xa_params *ps, const char *name, int ndim, const int64_t *shape,
+                         xa_init init) {
+    xa_ctx *ctx = ps->ctx;
+    if (xa_params_find(ps, name)) {
+        xa_errorf(ctx, XA_EINVAL, "parameter '%s' already exists", name);
+        return NULL;
+    }
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? 2 * ps->cap : 16;
+        param *np = realloc(ps->p, cap * sizeof *np);
+        if (!np) {
+            xa_errorf(ctx, XA_ENOMEM, "out of memory adding parameter '%s'", name);
+            return NULL;
+        }
+        ps->p = np, ps->cap = cap;
+    }
+    xa_tensor *t = xa_tensor_new(ctx, ndim, shape);
+    char *nm = t ? xa_strdup(ctx, name) : NULL;
+    if (!nm) {
+        xa_tensor_release(t);
+        return NULL;
+    }
+    init_values(ctx, t, init);
+    t->flags |= XA_TENSOR_TRAINABLE;
+    t->name = nm;
+    ps->p[ps->n++] = (param){.t = t, .name = nm, .decay = ndim >= 2};
+    ps->packed = false;
+    return t;
+}
+
+size_t xa_params_count(const xa_params *ps) { return ps->n; }
+xa_tensor *xa_params_at(const xa_params *ps, size_t i) { return i < ps->n ? ps->p[i].t : NULL; }
+const char *xa_params_name(const xa_params *ps, size_t i) { return i < ps->n ? ps->p[i].name : NULL; }
+
+xa_tensor *xa_params_find(const xa_params *ps, const char *name) {
+    for (size_t i = 0; i < ps->n; i++)
+        if (strcmp(ps->p[i].name, name) == 0)
+            return ps->p[i].t;
+    return NULL;
+}
+
+int64_t xa_params_numel(const xa_params *ps, bool trainable_only) {
+    int64_t n = 0;
+    for (size_t i = 0; i < ps->n; i++)
+        if (!trainable_only || (ps->p[i].t->flags & XA_TENSOR_TRAINABLE))
+            n += ps->p[i].t->numel;
+    return n;
+}
+
+void xa_params_set_trainable(xa_params *ps, size_t i, bool on) {
+    if (i >= ps->n)
+        return;
+    if (on)
+        ps->p[i].t->flags |= XA_TENSOR_TRAINABLE;
+    else
+        ps->p[i].t->flags &= ~(uint32_t)XA_TENSOR_TRAINABLE;
+}
+
+void xa_params_set_decay(xa_params *ps, size_t i, bool on) {
+    if (i < ps->n)
+        ps->p[i].decay = on;
+}
+
+bool xa_params_decays(const xa_params *ps, size_t i) { return i < ps->n && ps->p[i].decay; }
+
+void xa_params_zero_grad(xa_params *ps) {
+    if (ps->packed) {
+        memset(ps->grads, 0, (size_t)ps->numel * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < ps->n; i++)
+        if (ps->p[i].t->grad)
+            memset(ps->p[i].t->grad, 0, (size_t)ps->p[i].t->numel * sizeof(float));
+}
+
+static void release_slab(xa_buffer *b) { free(b->data); }
+
+xa_status xa_params_pack(xa_params *ps) {
+    if (ps->packed)
+        return XA_OK;
+    xa_ctx *ctx = ps->ctx;
+    int64_t total = xa_params_numel(ps, false);
+    size_t bytes = (size_t)(total ? total : 1) * sizeof(float);
+    xa_buffer *slab = xa_calloc(ctx, 1, sizeof *slab);
+    float *vals = slab ? xa_aligned_alloc(ctx, bytes) : NULL;
+    float *grads = vals ? xa_aligned_alloc(ctx, bytes) : NULL;
+    if (!grads) {
+        free(vals);
+        free(slab);
+        return XA_ENOMEM;
+    }
+    memset(grads, 0, bytes);
+    *slab = (xa_buffer){.refcount = 1, .data = vals, .size = bytes, .release = release_slab};
+    int64_t off = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        xa_tensor *t = ps->p[i].t;
+        memcpy(vals + off, t->data, (size_t)t->numel * sizeof(float));
+        if (t->grad)
+            memcpy(grads + off, t->grad, (size_t)t->numel * sizeof(float));
+        if (!ps->values) // before the first pack each parameter owns its gradient
+            free(t->grad);
+        xa_buffer_release(t->buf);
+        t->buf = xa_buffer_retain(slab);
+        t->data = vals + off;
+        t->grad = grads + off;
+        ps->p[i].offset = off;
+        off += t->numel;
+    }
+    xa_buffer_release(ps->values);
+    free(ps->grads);
+    ps->values = slab;
+    ps->grads = grads;
+    ps->numel = total;
+    ps->packed = true;
+    return XA_OK;
+}
+
+// --- optimizers ------------------------------------------------------------------------------
+
+struct xa_optim {
+    xa_ctx *ctx;
+    xa_params *ps;
+    xa_optim_opts o;
+    float *m, *v;
+    int64_t numel; // size the moments were made for
+    int64_t steps;
+    float last_norm;
+};
+
+xa_optim *xa_optim_new(xa_ctx *ctx, xa_params *ps, const xa_optim_opts *opts) {
+    xa_optim *opt = xa_calloc(ctx, 1, sizeof *opt);
+    if (!opt)
+        return NULL;
+    opt->ctx = ctx, opt->ps = ps, opt->o = *opts;
+    if (opt->o.beta1 == 0.0f && opt->o.kind == XA_OPTIM_ADAMW)
+        opt->o.beta1 = 0.9f;
+    if (opt->o.beta2 == 0.0f)
+        opt->o.beta2 = 0.999f;
+    if (opt->o.eps == 0.0f)
+        opt->o.eps = 1e-8f;
+    return opt;
+}
+
+void xa_optim_free(xa_optim *opt) {
+    if (!opt)
+        return;
+    free(opt->m);
+    free(opt->v);
+    free(opt);
+}
+
+// (Re)allocate moments when the parameter set grew; existing moments keep their offsets
+// because packing appends in creation order.
+static xa_status ensure_state(xa_optim *opt) {
+    xa_status st = xa_params_pack(opt->ps);
+    if (st)
+        return st;
+    int64_t n = opt->ps->numel;
+    if (n == opt->numel && opt->m)
+        return XA_OK;
+    size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
+    float *m = xa_aligned_alloc(opt->ctx, bytes);
+    float *v = m && opt->o.kind == XA_OPTIM_ADAMW ? xa_aligned_alloc(opt->ctx, bytes) : NULL;
+    if (!m || (opt->o.kind == XA_OPTIM_ADAMW && !v)) {
+        free(m);
+        return XA_ENOMEM;
+    }
+    memset(m, 0, bytes);
+    if (v)
+        memset(v, 0, bytes);
+    if (opt->m) {
+        memcpy(m, opt->m, (size_t)opt->numel * sizeof(float));
+        if (v && opt->v)
+            memcpy(v, opt->v, (size_t)opt->numel * sizeof(float));
+    }
+    free(opt->m);
+    free(opt->v);
+    opt->m = m, opt->v = v, opt->numel = n;
+    return XA_OK;
+}
+
+xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
+    xa_status st = ensure_state(opt);
+    if (st)
+        return st;
+    xa_params *ps = opt->ps;
+    const xa_optim_opts *o = &opt->o;
+    if (lr < 0)
+        lr = o->lr;
+    double sq = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        xa_tensor *t = ps->p[i].t;
+        if (!(t->flags & XA_TENSOR_TRAINABLE))
+            continue;
+        for (int64_t j = 0; j < t->numel; j++) {
+            t->grad[j] *= grad_scale;
+            sq += (double)t->grad[j] * t->grad[j];
+        }
+    }
+    float norm = (float)sqrt(sq), clip = 1.0f;
+    opt->last_norm = norm;
+    if (o->clip_norm > 0.0f && norm > o->clip_norm)
+        clip = o->clip_norm / (norm + 1e-6f);
+    opt->steps++;
+    float bc1 = 1.0f - powf(o->beta1, (float)opt->steps);
+    float bc2_sqrt = sqrtf(1.0f - powf(o->beta2, (float)opt->steps));
+    for (size_t i = 0; i < ps->n; i++) {
+        xa_tensor *t = ps->p[i].t;
+        if (!(t->flags & XA_TENSOR_TRAINABLE))
+            continue;
+        float *w = t->data, *g = t->grad, *m = opt->m + ps->p[i].offset;
+        float wd = ps->p[i].decay ? o->weight_decay : 0.0f;
+        if (o->kind == XA_OPTIM_ADAMW) {
+            float *v = opt->v + ps->p[i].offset, step = lr / bc1;
+            for (int64_t j = 0; j < t->numel; j++) {
+                float gj = g[j] * clip;
+                m[j] = o->beta1 * m[j] + (1.0f - o->beta1) * gj;
+                v[j] = o->beta2 * v[j] + (1.0f - o->beta2) * gj * gj;
+                w[j] *= 1.0f - lr * wd;
+                w[j] -= step * m[j] / (sqrtf(v[j]) / bc2_sqrt + o->eps);
+            }
+        } else {
+            for (int64_t j = 0; j < t->numel; j++) {
+                float gj = g[j] * clip + wd * w[j];
+                if (o->momentum != 0.0f) {
+                    m[j] = o->momentum * m[j] + gj; // PyTorch, dampening 0
+                    gj = o->nesterov ? gj + o->momentum * m[j] : m[j];
+                }
+                w[j] -= lr * gj;
+            }
+        }
+    }
+    xa_params_zero_grad(ps);
+    return XA_OK;
+}
+
+float xa_optim_grad_norm(const xa_optim *opt) { return opt->last_norm; }
+int64_t xa_optim_steps(const xa_optim *opt) { return opt->steps; }
+void xa_optim_set_steps(xa_optim *opt, int64_t steps) { opt->steps = steps; }
+
+int64_t xa_optim_state(xa_optim *opt, float **m, float **v) {
+    if (ensure_state(opt))
+        return -1;
+    *m = opt->m;
+    *v = opt->v;
+    return opt->numel;
+}

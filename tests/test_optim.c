@@ -1,0 +1,135 @@
+// Parameter slabs and optimizers: AdamW and SGD against hand-computed values, clipping,
+// accumulation, weight-decay exclusion, frozen parameters, and a small model that learns.
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "gradcheck.h"
+#include "xadapt/optim.h"
+
+static xa_ctx *ctx;
+static xa_params *ps;
+static void setup(void) { ctx = xa_ctx_new(); ps = xa_params_new(ctx); }
+static void teardown(void) { xa_params_free(ps); xa_ctx_free(ctx); }
+TestSuite(optim, .init = setup, .fini = teardown);
+
+static xa_tensor *scalar_param(const char *name, int ndim, float value) {
+    int64_t shape[2] = {1, 1};
+    xa_tensor *t = xa_params_add(ps, name, ndim, shape, (xa_init){XA_INIT_ZERO, 0});
+    t->data[0] = value;
+    return t;
+}
+
+Test(optim, adamw_matches_hand_computed_steps) {
+    xa_tensor *w = scalar_param("w", 2, 1.0f);   // 2-D: decays
+    xa_tensor *b = scalar_param("b", 1, 2.0f);   // 1-D (bias): excluded from decay
+    cr_assert(xa_params_decays(ps, 0) && !xa_params_decays(ps, 1));
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f,
+                                                            .weight_decay = 0.01f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    w->grad[0] = 0.5f, b->grad[0] = -0.25f;
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(w->data[0], 0.899f, 1e-6);  // 1*(1-0.1*0.01) - 0.1*0.5/0.5
+    cr_expect_float_eq(b->data[0], 2.1f, 1e-6);    // no decay, - 0.1*(-0.25)/0.25
+    cr_expect_eq(w->grad[0], 0.0f, "step zeroes gradients");
+    w->grad[0] = 0.5f;
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(w->data[0], 0.798101f, 1e-6); // 0.899*0.999 - 0.1
+    cr_expect_eq(xa_optim_steps(opt), 2);
+    xa_optim_free(opt);
+}
+
+Test(optim, sgd_with_momentum_and_nesterov) {
+    xa_tensor *w = scalar_param("w", 2, 1.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 0.1f,
+                                                            .momentum = 0.9f});
+    xa_params_pack(ps);
+    w->grad[0] = 1.0f;
+    xa_optim_step(opt, -1, 1.0f); // buf = 1, w = 1 - 0.1
+    cr_expect_float_eq(w->data[0], 0.9f, 1e-6);
+    w->grad[0] = 1.0f;
+    xa_optim_step(opt, -1, 1.0f); // buf = 1.9, w = 0.9 - 0.19
+    cr_expect_float_eq(w->data[0], 0.71f, 1e-6);
+    xa_optim_free(opt);
+}
+
+Test(optim, clipping_scales_to_the_global_norm) {
+    xa_tensor *a = scalar_param("a", 2, 0.0f), *b = scalar_param("b", 2, 0.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 1.0f,
+                                                            .clip_norm = 1.0f});
+    xa_params_pack(ps);
+    a->grad[0] = 3.0f, b->grad[0] = 4.0f; // norm 5 -> scaled by 1/5
+    xa_optim_step(opt, -1, 1.0f);
+    cr_expect_float_eq(xa_optim_grad_norm(opt), 5.0f, 1e-6);
+    cr_expect_float_eq(a->data[0], -0.6f, 1e-5);
+    cr_expect_float_eq(b->data[0], -0.8f, 1e-5);
+    xa_optim_free(opt);
+}
+
+Test(optim, accumulation_with_grad_scale_equals_one_big_batch) {
+    xa_tensor *a = scalar_param("a", 2, 1.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 1.0f});
+    xa_params_pack(ps);
+    a->grad[0] += 0.2f; // two micro-batches accumulate
+    a->grad[0] += 0.4f;
+    xa_optim_step(opt, -1, 0.5f); // mean of the two
+    cr_expect_float_eq(a->data[0], 0.7f, 1e-6);
+    xa_optim_free(opt);
+}
+
+Test(optim, frozen_parameters_keep_their_values) {
+    xa_tensor *a = scalar_param("a", 2, 1.0f), *b = scalar_param("b", 2, 1.0f);
+    xa_params_set_trainable(ps, 1, false);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f});
+    xa_params_pack(ps);
+    a->grad[0] = 1.0f, b->grad[0] = 1.0f;
+    xa_optim_step(opt, -1, 1.0f);
+    cr_expect_neq(a->data[0], 1.0f);
+    cr_expect_eq(b->data[0], 1.0f);
+    cr_expect_eq(xa_params_numel(ps, true), 1);
+    xa_optim_free(opt);
+}
+
+Test(optim, packing_keeps_values_and_is_contiguous) {
+    int64_t s1[2] = {3, 4}, s2[1] = {5};
+    xa_tensor *a = xa_params_add(ps, "a", 2, s1, (xa_init){XA_INIT_NORMAL, 1.0f});
+    xa_tensor *b = xa_params_add(ps, "b", 1, s2, (xa_init){XA_INIT_ONE, 0});
+    float a0 = a->data[7];
+    cr_expect_null(xa_params_add(ps, "a", 1, s2, (xa_init){XA_INIT_ZERO, 0}));
+    cr_expect(strstr(xa_errmsg(ctx), "'a' already exists") != NULL);
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    cr_expect_eq(a->data[7], a0);
+    cr_expect_eq(b->data, a->data + 12);
+    cr_expect_eq(b->grad, a->grad + 12);
+    cr_expect_eq(b->data[4], 1.0f);
+}
+
+Test(optim, a_two_layer_network_learns_xor) {
+    int64_t s1[2] = {16, 2}, s2[1] = {16}, s3[2] = {2, 16}, s4[1] = {2};
+    xa_ctx_seed(ctx, 1);
+    xa_tensor *w1 = xa_params_add(ps, "w1", 2, s1, (xa_init){XA_INIT_XAVIER, 0});
+    xa_tensor *b1 = xa_params_add(ps, "b1", 1, s2, (xa_init){XA_INIT_ZERO, 0});
+    xa_tensor *w2 = xa_params_add(ps, "w2", 2, s3, (xa_init){XA_INIT_XAVIER, 0});
+    xa_tensor *b2 = xa_params_add(ps, "b2", 1, s4, (xa_init){XA_INIT_ZERO, 0});
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.05f});
+    int64_t xs[2] = {4, 2};
+    xa_tensor *x = xa_tensor_new(ctx, 2, xs);
+    float xv[8] = {0, 0, 0, 1, 1, 0, 1, 1};
+    for (int i = 0; i < 8; i++)
+        x->data[i] = xv[i];
+    int32_t y[4] = {0, 1, 1, 0};
+    float first = 0, last = 0;
+    for (int step = 0; step < 300; step++) {
+        xa_arena_reset(ctx);
+        xa_tensor *h = xa_tanh(ctx, xa_linear(ctx, x, w1, b1));
+        xa_tensor *loss = xa_cross_entropy(ctx, xa_linear(ctx, h, w2, b2), y, -100);
+        cr_assert_eq(xa_backward(ctx, loss), XA_OK, "%s", xa_errmsg(ctx));
+        cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+        if (step == 0)
+            first = loss->data[0];
+        last = loss->data[0];
+    }
+    cr_expect_gt(first, 0.5f);
+    cr_expect_lt(last, 0.05f, "loss went from %g to %g", first, last);
+    xa_tensor_release(x);
+    xa_optim_free(opt);
+}
