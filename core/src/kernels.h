@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "xadapt/ops.h"
+
 // --- dense (kern_dense.c) ---
 // inp (BT,C), weight (OC,C), bias (OC) or NULL -> out (BT,OC)
 void xa_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -31,9 +33,6 @@ void xa_softmax_forward(float *out, const float *inp, int64_t N, int64_t C);
 void xa_softmax_backward(float *dinp, const float *dout, const float *out, int64_t N, int64_t C);
 
 // --- element-wise (kern_act.c) ---
-typedef enum { XA_ACT_GELU, XA_ACT_GELU_TANH, XA_ACT_QUICK_GELU, XA_ACT_TANH, XA_ACT_SIGMOID,
-               XA_ACT_RELU, XA_ACT_COUNT } xa_act;
-const char *xa_act_name(xa_act a);
 // inp (N) -> out (N)
 void xa_act_forward(float *out, const float *inp, xa_act act, int64_t N);
 void xa_act_backward(float *dinp, const float *dout, const float *inp, const float *out, xa_act act,

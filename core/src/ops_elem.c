@@ -159,19 +159,34 @@ xa_tensor *xa_tanh(xa_ctx *ctx, xa_tensor *x) { return act(ctx, x, XA_ACT_TANH);
 xa_tensor *xa_sigmoid(xa_ctx *ctx, xa_tensor *x) { return act(ctx, x, XA_ACT_SIGMOID); }
 xa_tensor *xa_relu(xa_ctx *ctx, xa_tensor *x) { return act(ctx, x, XA_ACT_RELU); }
 
+static const struct {
+    const char *name;
+    xa_act act;
+} act_names[] = {
+    {"gelu", XA_ACT_GELU},
+    {"gelu_new", XA_ACT_GELU_TANH},
+    {"gelu_pytorch_tanh", XA_ACT_GELU_TANH},
+    {"quick_gelu", XA_ACT_QUICK_GELU},
+    {"relu", XA_ACT_RELU},
+    {"tanh", XA_ACT_TANH},
+    {"sigmoid", XA_ACT_SIGMOID},
+};
+
+bool xa_act_parse(const char *name, xa_act *out) {
+    for (size_t i = 0; i < sizeof act_names / sizeof *act_names; i++)
+        if (strcmp(name, act_names[i].name) == 0) {
+            *out = act_names[i].act;
+            return true;
+        }
+    return false;
+}
+
+xa_tensor *xa_act_apply(xa_ctx *ctx, xa_tensor *x, xa_act kind) { return act(ctx, x, kind); }
+
 xa_tensor *xa_activation(xa_ctx *ctx, xa_tensor *x, const char *name) {
-    static const struct {
-        const char *name;
-        xa_act act;
-    } names[] = {
-        {"gelu", XA_ACT_GELU},           {"gelu_new", XA_ACT_GELU_TANH},
-        {"gelu_pytorch_tanh", XA_ACT_GELU_TANH}, {"quick_gelu", XA_ACT_QUICK_GELU},
-        {"relu", XA_ACT_RELU},           {"tanh", XA_ACT_TANH},
-        {"sigmoid", XA_ACT_SIGMOID},
-    };
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (strcmp(name, names[i].name) == 0)
-            return act(ctx, x, names[i].act);
+    xa_act kind;
+    if (xa_act_parse(name, &kind))
+        return act(ctx, x, kind);
     xa_errorf(ctx, XA_EINVAL,
               "unknown activation '%s' (valid: gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, "
               "relu, tanh, sigmoid)",

@@ -11,6 +11,21 @@
 extern "C" {
 #endif
 
+// Activations by kind, for configs and plugins.
+typedef enum xa_act {
+    XA_ACT_GELU,       // erf GELU ("gelu")
+    XA_ACT_GELU_TANH,  // "gelu_new", "gelu_pytorch_tanh"
+    XA_ACT_QUICK_GELU, // x * sigmoid(1.702 x), CLIP
+    XA_ACT_TANH,
+    XA_ACT_SIGMOID,
+    XA_ACT_RELU,
+    XA_ACT_COUNT
+} xa_act;
+const char *xa_act_name(xa_act a);
+// Hugging Face's hidden_act names; false for an unknown name.
+bool xa_act_parse(const char *name, xa_act *out);
+xa_tensor *xa_act_apply(xa_ctx *ctx, xa_tensor *x, xa_act act);
+
 // --- dense ---
 // x (..., C), w (OC, C), b (OC) or NULL -> (..., OC)
 xa_tensor *xa_linear(xa_ctx *ctx, xa_tensor *x, xa_tensor *w, xa_tensor *b);

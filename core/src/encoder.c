@@ -1,0 +1,188 @@
+// Text encoders: the generic transformer block (post-LN for BERT/RoBERTa, pre-LN for CLIP) with
+// its adapter sites, the BERT/RoBERTa and CLIP text forward passes, the pooler and the MLM head.
+// Frozen weights never record on the tape: only what an adapter makes trainable does.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+const char *xa_site_name(xa_site s) {
+    static const char *names[XA_SITE_COUNT] = {"attn", "ffn", "out", "q", "k", "v", "o", "ff1", "ff2"};
+    return (unsigned)s < XA_SITE_COUNT ? names[s] : "?";
+}
+
+// Give the hook at (layer, site) a chance to rewrite `h`; a site with nothing attached costs a
+// bit test.
+static xa_tensor *site(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s, xa_tensor *h,
+                       xa_tensor *x) {
+    const xa_hooks *hk = r->hooks;
+    if (!h || !hk || !hk->enabled || !(hk->enabled[layer] & (1u << s)))
+        return h;
+    return hk->fn(ctx, hk->user, layer, s, h, x);
+}
+
+static xa_tensor *proj(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s, xa_tensor *x,
+                       xa_tensor *w, xa_tensor *b) {
+    return site(ctx, r, layer, s, xa_linear(ctx, x, w, b), x);
+}
+
+static xa_tensor *attention_sublayer(xa_ctx *ctx, const xa_block *w, const xa_block_run *r,
+                                     int layer, xa_tensor *x) {
+    xa_tensor *q = proj(ctx, r, layer, XA_SITE_Q, x, w->wq, w->bq);
+    xa_tensor *k = proj(ctx, r, layer, XA_SITE_K, x, w->wk, w->bk);
+    xa_tensor *v = proj(ctx, r, layer, XA_SITE_V, x, w->wv, w->bv);
+    xa_attn_opts o = {.heads = (int)r->cfg->heads, .causal = r->causal, .key_mask = r->key_mask,
+                      .dropout = r->attn_dropout};
+    xa_tensor *a = xa_attention(ctx, q, k, v, &o);
+    a = xa_dropout(ctx, proj(ctx, r, layer, XA_SITE_O, a, w->wo, w->bo), r->dropout);
+    return site(ctx, r, layer, XA_SITE_ATTN, a, x);
+}
+
+static xa_tensor *ffn_sublayer(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int layer,
+                               xa_tensor *x) {
+    xa_tensor *f = xa_act_apply(ctx, proj(ctx, r, layer, XA_SITE_FF1, x, w->w1, w->b1), r->cfg->act);
+    f = xa_dropout(ctx, proj(ctx, r, layer, XA_SITE_FF2, f, w->w2, w->b2), r->dropout);
+    return site(ctx, r, layer, XA_SITE_FFN, f, x);
+}
+
+xa_tensor *xa_block_forward(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int layer,
+                            xa_tensor *x) {
+    float eps = r->cfg->eps;
+    if (r->pre_ln) { // CLIP: x + attn(LN1(x)), then + mlp(LN2(x))
+        x = xa_add(ctx, x, attention_sublayer(ctx, w, r, layer, xa_layernorm(ctx, x, w->ln1_w, w->ln1_b, eps)));
+        x = xa_add(ctx, x, ffn_sublayer(ctx, w, r, layer, xa_layernorm(ctx, x, w->ln2_w, w->ln2_b, eps)));
+    } else { // BERT: LN1(x + attn(x)), then LN2(x + ffn(x))
+        x = xa_layernorm(ctx, xa_add(ctx, x, attention_sublayer(ctx, w, r, layer, x)), w->ln1_w, w->ln1_b, eps);
+        x = xa_layernorm(ctx, xa_add(ctx, x, ffn_sublayer(ctx, w, r, layer, x)), w->ln2_w, w->ln2_b, eps);
+    }
+    return site(ctx, r, layer, XA_SITE_OUT, x, x);
+}
+
+// --- embeddings --------------------------------------------------------------------------------
+
+// ids for positions: BERT and CLIP count 0..T-1; RoBERTa counts non-padding tokens from
+// padding_idx + 1 and gives padding the padding index (transformers'
+// create_position_ids_from_input_ids).
+static int32_t *position_ids(xa_ctx *ctx, const xa_model *m, const xa_text_batch *b) {
+    int32_t *pos = xa_arena_alloc(ctx, (size_t)(b->B * b->T) * sizeof(int32_t));
+    if (!pos)
+        return NULL;
+    int32_t pad = (int32_t)m->cfg.pad_id;
+    for (int64_t i = 0; i < b->B; i++) {
+        int32_t run = 0;
+        for (int64_t t = 0; t < b->T; t++) {
+            const int64_t at = i * b->T + t;
+            if (m->cfg.arch != XA_ARCH_ROBERTA)
+                pos[at] = (int32_t)t;
+            else
+                pos[at] = b->ids[at] != pad ? pad + ++run : pad;
+        }
+    }
+    return pos;
+}
+
+static xa_tensor *text_embeddings(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
+                                  const xa_forward_opts *o) {
+    int32_t *pos = position_ids(ctx, m, b);
+    if (!pos)
+        return NULL;
+    int64_t maxpos = m->cfg.text.max_positions;
+    for (int64_t i = 0; i < b->B * b->T; i++)
+        if (pos[i] >= maxpos) {
+            xa_errorf(ctx, XA_ERANGE,
+                      "sequence of %lld tokens is longer than the model's %lld positions%s",
+                      (long long)b->T, (long long)maxpos,
+                      m->cfg.arch == XA_ARCH_ROBERTA ? " (RoBERTa reserves padding_idx + 1)" : "");
+            return NULL;
+        }
+    xa_tensor *x = xa_add(ctx, xa_embedding(ctx, m->word_emb, b->ids, b->B, b->T),
+                          xa_embedding(ctx, m->pos_emb, pos, b->B, b->T));
+    if (m->cfg.arch == XA_ARCH_CLIP)
+        return x;
+    int32_t *types = (int32_t *)b->type_ids;
+    if (!types) {
+        types = xa_arena_alloc(ctx, (size_t)(b->B * b->T) * sizeof(int32_t));
+        if (!types)
+            return NULL;
+        memset(types, 0, (size_t)(b->B * b->T) * sizeof(int32_t));
+    }
+    x = xa_add(ctx, x, xa_embedding(ctx, m->type_emb, types, b->B, b->T));
+    x = xa_layernorm(ctx, x, m->emb_ln_w, m->emb_ln_b, m->cfg.text.eps);
+    return xa_dropout(ctx, x, o->dropout);
+}
+
+// CLIP pools at the end-of-text token. Checkpoints older than transformers PR #24773 carry
+// eos_token_id 2, and transformers then takes argmax(input_ids) (EOT is the largest id).
+static int64_t *eot_index(xa_ctx *ctx, const xa_model *m, const xa_text_batch *b) {
+    int64_t *idx = xa_arena_alloc(ctx, (size_t)b->B * sizeof(int64_t));
+    if (!idx)
+        return NULL;
+    for (int64_t i = 0; i < b->B; i++) {
+        const int32_t *row = b->ids + i * b->T;
+        int64_t best = 0;
+        for (int64_t t = 1; m->cfg.eos_id == 2 && t < b->T; t++)
+            if (row[t] > row[best])
+                best = t;
+        if (m->cfg.eos_id != 2)
+            for (int64_t t = b->T - 1; t >= 0; t--)
+                if (row[t] == m->cfg.eos_id)
+                    best = t; // first occurrence wins; none found leaves 0 as transformers does
+        idx[i] = best;
+    }
+    return idx;
+}
+
+xa_status xa_text_forward(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
+                          const xa_forward_opts *opts, xa_text_out *out) {
+    static const xa_forward_opts none = {0};
+    const xa_forward_opts *o = opts ? opts : &none;
+    memset(out, 0, sizeof *out);
+    if (b->B <= 0 || b->T <= 0)
+        return xa_errorf(ctx, XA_EINVAL, "text forward: empty batch (%lld x %lld)",
+                         (long long)b->B, (long long)b->T);
+    int L = (int)m->cfg.text.layers;
+    if (o->all_hidden && !(out->hidden = xa_arena_alloc(ctx, (size_t)(L + 1) * sizeof(xa_tensor *))))
+        return XA_ENOMEM;
+    bool clip = m->cfg.arch == XA_ARCH_CLIP;
+    xa_block_run r = {.cfg = &m->cfg.text, .pre_ln = clip, .causal = clip, .key_mask = b->mask,
+                      .dropout = o->dropout, .attn_dropout = o->attn_dropout, .hooks = o->hooks};
+    xa_tensor *x = text_embeddings(ctx, m, b, o);
+    if (out->hidden)
+        out->hidden[0] = x;
+    for (int i = 0; i < L && x; i++) {
+        x = xa_block_forward(ctx, &m->text_blocks[i], &r, i, x);
+        if (out->hidden)
+            out->hidden[i + 1] = x;
+    }
+    if (clip && x) {
+        x = xa_layernorm(ctx, x, m->final_ln_w, m->final_ln_b, m->cfg.text.eps);
+        int64_t *idx = eot_index(ctx, m, b);
+        out->pooled = idx ? xa_pool_gather(ctx, x, idx) : NULL;
+        out->embeds = xa_linear(ctx, out->pooled, m->text_proj, NULL);
+        if (!out->embeds)
+            return xa_errcode(ctx) ? xa_errcode(ctx) : XA_ENOMEM;
+    } else if (x && m->has_pooler) {
+        out->pooled = xa_tanh(ctx, xa_linear(ctx, xa_pool_first(ctx, x), m->pool_w, m->pool_b));
+        if (!out->pooled)
+            return xa_errcode(ctx);
+    }
+    out->last = x;
+    return x ? XA_OK : (xa_errcode(ctx) ? xa_errcode(ctx) : XA_ENOMEM);
+}
+
+xa_tensor *xa_mlm_logits(xa_ctx *ctx, xa_model *m, xa_tensor *last) {
+    if (!last)
+        return NULL;
+    if (!m->has_mlm) {
+        xa_errorf(ctx, XA_ENOTFOUND,
+                  "%s: the checkpoint has no masked-LM head (%s); load a *ForMaskedLM checkpoint",
+                  m->dir, m->cfg.arch == XA_ARCH_BERT ? "cls.predictions.*" : "lm_head.*");
+        return NULL;
+    }
+    // BERT's head transform uses config.hidden_act; RoBERTa's lm_head always uses gelu.
+    xa_act act = m->cfg.arch == XA_ARCH_BERT ? m->cfg.text.act : XA_ACT_GELU;
+    xa_tensor *h = xa_act_apply(ctx, xa_linear(ctx, last, m->mlm_dense_w, m->mlm_dense_b), act);
+    h = xa_layernorm(ctx, h, m->mlm_ln_w, m->mlm_ln_b, m->cfg.text.eps);
+    return xa_linear(ctx, h, m->mlm_decoder, m->mlm_bias);
+}
