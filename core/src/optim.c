@@ -21,6 +21,7 @@ struct xa_params {
     size_t n, cap;
     bool packed;
     int64_t numel;
+    uint64_t generation; // bumped when parameters are removed (offsets move)
     xa_buffer *values; // slab of values
     float *grads;      // slab of gradients
 };
@@ -36,9 +37,10 @@ void xa_params_free(xa_params *ps) {
     if (!ps)
         return;
     for (size_t i = 0; i < ps->n; i++) {
-        if (ps->packed)
-            ps->p[i].t->grad = NULL; // the slab owns it
-        xa_tensor_release(ps->p[i].t);
+        xa_tensor *t = ps->p[i].t;
+        if (ps->grads && t->grad >= ps->grads && t->grad < ps->grads + ps->numel)
+            t->grad = NULL; // the slab owns it
+        xa_tensor_release(t);
         free(ps->p[i].name);
     }
     xa_buffer_release(ps->values);
@@ -153,6 +155,26 @@ void xa_params_zero_grad(xa_params *ps) {
             memset(ps->p[i].t->grad, 0, (size_t)ps->p[i].t->numel * sizeof(float));
 }
 
+void xa_params_remove_prefix(xa_params *ps, const char *prefix) {
+    size_t len = strlen(prefix), kept = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        if (strncmp(ps->p[i].name, prefix, len) != 0) {
+            ps->p[kept++] = ps->p[i];
+            continue;
+        }
+        xa_tensor *t = ps->p[i].t;
+        if (ps->grads && t->grad >= ps->grads && t->grad < ps->grads + ps->numel)
+            t->grad = NULL; // owned by the slab
+        xa_tensor_release(t);
+        free(ps->p[i].name);
+    }
+    if (kept != ps->n) {
+        ps->packed = false; // survivors still point into the old slab until the next pack
+        ps->generation++;
+    }
+    ps->n = kept;
+}
+
 static void release_slab(xa_buffer *b) { free(b->data); }
 
 xa_status xa_params_pack(xa_params *ps) {
@@ -177,7 +199,8 @@ xa_status xa_params_pack(xa_params *ps) {
         memcpy(vals + off, t->data, (size_t)t->numel * sizeof(float));
         if (t->grad)
             memcpy(grads + off, t->grad, (size_t)t->numel * sizeof(float));
-        if (!ps->values) // before the first pack each parameter owns its gradient
+        bool in_old_slab = ps->grads && t->grad >= ps->grads && t->grad < ps->grads + ps->numel;
+        if (!in_old_slab) // a parameter created since the last pack owns its gradient
             free(t->grad);
         xa_buffer_release(t->buf);
         t->buf = xa_buffer_retain(slab);
@@ -203,6 +226,7 @@ struct xa_optim {
     xa_optim_opts o;
     float *m, *v;
     int64_t numel; // size the moments were made for
+    uint64_t generation;
     int64_t steps;
     float last_norm;
 };
@@ -236,8 +260,13 @@ static xa_status ensure_state(xa_optim *opt) {
     if (st)
         return st;
     int64_t n = opt->ps->numel;
-    if (n == opt->numel && opt->m)
+    if (n == opt->numel && opt->m && opt->generation == opt->ps->generation)
         return XA_OK;
+    if (opt->generation != opt->ps->generation) { // offsets moved: moments start over
+        free(opt->m), free(opt->v);
+        opt->m = opt->v = NULL, opt->numel = 0;
+        opt->generation = opt->ps->generation;
+    }
     size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
     float *m = xa_aligned_alloc(opt->ctx, bytes);
     float *v = m && opt->o.kind == XA_OPTIM_ADAMW ? xa_aligned_alloc(opt->ctx, bytes) : NULL;

@@ -43,6 +43,8 @@ void xa_params_set_trainable(xa_params *ps, size_t i, bool on);
 void xa_params_set_decay(xa_params *ps, size_t i, bool on);
 bool xa_params_decays(const xa_params *ps, size_t i);
 void xa_params_zero_grad(xa_params *ps);
+// Remove every parameter whose name starts with `prefix` (undoing a failed adapter creation).
+void xa_params_remove_prefix(xa_params *ps, const char *prefix);
 // Pack values and gradients into contiguous slabs (done by the optimizer; idempotent).
 xa_status xa_params_pack(xa_params *ps);
 

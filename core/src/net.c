@@ -1,0 +1,425 @@
+// The network: a frozen PLM (and optional frozen VLM) with adapter instances at their sites and
+// taps. It owns the trainable parameters (one slab), runs in-stream adapters through the
+// encoder's site hooks in declared order, runs side networks on tapped hidden states and fuses
+// their outputs with the last hidden state. Saving and loading adapter files live in net_io.c.
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+#include "net_internal.h"
+
+typedef struct site_list {
+    xa_adapter **v;
+    int n;
+} site_list;
+
+struct xa_net {
+    xa_ctx *ctx;
+    xa_model *plm, *vlm;
+    xa_registry *reg;
+    xa_adapter **adapters;
+    size_t nadapters;
+    xa_params *params;
+    int layers;
+    uint32_t *enabled;     // per layer: bit s when site s has adapters
+    site_list *sites;      // [layer * XA_SITE_COUNT + site]
+    xa_fusion fusion;
+    xa_tensor *fuse_w, *fuse_b; // concat fusion projection, created on first use
+    char active_buf[256];
+};
+
+xa_ctx *xa_net_ctx(xa_net *n) { return n->ctx; }
+xa_model *xa_net_plm(xa_net *n) { return n->plm; }
+xa_adapter *xa_net_adapter_at(xa_net *n, size_t i) { return i < n->nadapters ? n->adapters[i] : NULL; }
+
+xa_net *xa_net_new(xa_ctx *ctx, xa_model *plm, xa_model *vlm, xa_registry *reg) {
+    if (plm->cfg.arch == XA_ARCH_CLIP) {
+        xa_errorf(ctx, XA_EINVAL, "%s: the language model must be BERT or RoBERTa, not CLIP",
+                  plm->dir);
+        return NULL;
+    }
+    if (vlm && vlm->cfg.arch != XA_ARCH_CLIP) {
+        xa_errorf(ctx, XA_EINVAL, "%s: the vision-language model must be CLIP", vlm->dir);
+        return NULL;
+    }
+    xa_net *n = xa_calloc(ctx, 1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->ctx = ctx, n->plm = plm, n->vlm = vlm, n->reg = reg;
+    n->layers = (int)plm->cfg.text.layers;
+    n->params = xa_params_new(ctx);
+    n->enabled = xa_calloc(ctx, (size_t)n->layers, sizeof *n->enabled);
+    n->sites = xa_calloc(ctx, (size_t)n->layers * XA_SITE_COUNT, sizeof *n->sites);
+    if (!n->params || !n->enabled || !n->sites) {
+        xa_net_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+void xa_net_free(xa_net *n) {
+    if (!n)
+        return;
+    for (size_t i = 0; i < n->nadapters; i++)
+        xa_adapter_destroy(n->adapters[i]);
+    free(n->adapters);
+    for (int i = 0; n->sites && i < n->layers * XA_SITE_COUNT; i++)
+        free(n->sites[i].v);
+    free(n->sites);
+    free(n->enabled);
+    xa_params_free(n->params);
+    free(n);
+}
+
+static xa_adapter *find_adapter(const xa_net *n, const char *name) {
+    for (size_t i = 0; i < n->nadapters; i++)
+        if (!strcmp(n->adapters[i]->name, name))
+            return n->adapters[i];
+    return NULL;
+}
+
+// --- called by plugins during create (through host_api.c) ---------------------------------------
+
+xa_status xa_net_attach(xa_net *n, xa_adapter *a, int layer, int at) {
+    if (layer < 0 || layer >= n->layers)
+        return xa_errorf(n->ctx, XA_ERANGE, "%s: layer %d is outside the model's 0..%d", a->name,
+                         layer, n->layers - 1);
+    if (at < 0 || at >= XA_SITE_COUNT)
+        return xa_errorf(n->ctx, XA_EINVAL, "%s: unknown insertion point %d", a->name, at);
+    site_list *s = &n->sites[layer * XA_SITE_COUNT + at];
+    xa_adapter **v = realloc(s->v, (size_t)(s->n + 1) * sizeof *v);
+    xa_attachment *sites = realloc(a->sites, (size_t)(a->nsites + 1) * sizeof *sites);
+    if (v)
+        s->v = v;
+    if (sites)
+        a->sites = sites;
+    if (!v || !sites)
+        return xa_errorf(n->ctx, XA_ENOMEM, "out of memory attaching %s", a->name);
+    s->v[s->n++] = a;
+    a->sites[a->nsites++] = (xa_attachment){layer, at};
+    n->enabled[layer] |= 1u << at;
+    return XA_OK;
+}
+
+xa_status xa_net_tap(xa_net *n, xa_adapter *a, int layer) {
+    if (layer < 0 || layer > n->layers)
+        return xa_errorf(n->ctx, XA_ERANGE,
+                         "%s: tap %d is outside 0..%d (0 = embeddings, i = output of block i)",
+                         a->name, layer, n->layers);
+    int *taps = realloc(a->taps, (size_t)(a->ntaps + 1) * sizeof *taps);
+    if (!taps)
+        return xa_errorf(n->ctx, XA_ENOMEM, "out of memory");
+    a->taps = taps;
+    a->taps[a->ntaps++] = layer;
+    return XA_OK;
+}
+
+xa_tensor *xa_net_new_param(xa_net *n, xa_adapter *a, const char *name, int ndim,
+                            const int64_t *shape, int init, float scale) {
+    char full[256];
+    snprintf(full, sizeof full, "%s.%s", a->name, name);
+    if (init < XA_INIT_ZERO || init > XA_INIT_KAIMING) {
+        xa_errorf(n->ctx, XA_EINVAL, "%s: unknown init kind %d", full, init);
+        return NULL;
+    }
+    return xa_params_add(n->params, full, ndim, shape, (xa_init){(xa_init_kind)init, scale});
+}
+
+// --- building the network ----------------------------------------------------------------------
+
+static void fill_dims(const xa_net *n, xa_dims *d) {
+    const xa_model_config *p = &n->plm->cfg;
+    *d = (xa_dims){.struct_size = sizeof *d, .hidden = p->text.hidden, .layers = p->text.layers,
+                   .heads = p->text.heads, .intermediate = p->text.intermediate};
+    if (n->vlm) {
+        d->vlm_text_hidden = n->vlm->cfg.text.hidden;
+        d->vlm_vision_hidden = n->vlm->cfg.vision.hidden;
+        d->vlm_projection = n->vlm->cfg.projection_dim;
+    }
+}
+
+// Remove every trace of a half-created adapter: its sites, and its parameters (the last ones).
+static void unwind(xa_net *n, xa_adapter *a) {
+    for (int i = 0; i < a->nsites; i++) {
+        site_list *s = &n->sites[a->sites[i].layer * XA_SITE_COUNT + a->sites[i].at];
+        s->n--; // attachments are appended, so this adapter's are last
+        if (s->n == 0)
+            n->enabled[a->sites[i].layer] &= ~(1u << a->sites[i].at);
+    }
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s.", a->name);
+    xa_params_remove_prefix(n->params, prefix);
+}
+
+xa_status xa_net_insert(xa_net *n, const char *cls_name, const char *name, const char *opts_json) {
+    xa_ctx *ctx = n->ctx;
+    const xa_plugin_record *rec = NULL;
+    const xa_adapter_class *cls = n->reg ? xa_registry_find(n->reg, cls_name, &rec) : NULL;
+    if (!cls)
+        return xa_errorf(ctx, XA_ENOTFOUND,
+                         "unknown adapter '%s' (loaded: %s; plugins are searched in %s)", cls_name,
+                         n->reg ? xa_registry_class_names(n->reg) : "none",
+                         n->reg ? xa_registry_path(n->reg) : "-");
+    if (!name)
+        name = cls_name;
+    if (!*name || strchr(name, '.') || strchr(name, '*'))
+        return xa_errorf(ctx, XA_EINVAL, "adapter name '%s' must be non-empty, without '.' or '*'",
+                         name);
+    if (find_adapter(n, name) || !strcmp(name, "plm") || !strcmp(name, "vlm") ||
+        !strcmp(name, "head"))
+        return xa_errorf(ctx, XA_EINVAL,
+                         "an adapter named '%s' already exists (give the new one another name)",
+                         name);
+    cJSON *opts = opts_json ? cJSON_Parse(opts_json) : cJSON_CreateObject();
+    if (!opts || !cJSON_IsObject(opts)) {
+        cJSON_Delete(opts);
+        return xa_errorf(ctx, XA_EINVAL, "%s '%s': options must be a table of key = value", cls_name,
+                         name);
+    }
+    xa_adapter *a = xa_adapter_create(ctx, n, cls, rec, name, opts);
+    xa_adapter **v = a ? realloc(n->adapters, (n->nadapters + 1) * sizeof *v) : NULL;
+    if (!v) {
+        cJSON_Delete(opts);
+        xa_adapter_destroy(a);
+        return xa_errcode(ctx) ? xa_errcode(ctx) : XA_ENOMEM;
+    }
+    n->adapters = v;
+    fill_dims(n, &a->dims);
+    char owner[256];
+    snprintf(owner, sizeof owner, "%s '%s'", cls_name, name);
+    xa_opts o = {.ctx = ctx, .json = opts, .owner = owner};
+    xa_error_clear(ctx);
+    a->creating = true;
+    int rc = cls->create(a, &o);
+    a->creating = false;
+    cJSON_Delete(opts);
+    if (rc != 0 || xa_errcode(ctx) != XA_OK) {
+        if (!xa_errcode(ctx))
+            xa_errorf(ctx, XA_EPLUGIN, "%s: create failed without a message", owner);
+        else if (!strstr(xa_errmsg(ctx), name))
+            xa_error_wrap(ctx, "%s", owner);
+        unwind(n, a);
+        xa_adapter_destroy(a);
+        return xa_errcode(ctx);
+    }
+    n->adapters[n->nadapters++] = a;
+    return XA_OK;
+}
+
+size_t xa_net_adapter_count(const xa_net *n) { return n->nadapters; }
+const char *xa_net_adapter_name(const xa_net *n, size_t i) {
+    return i < n->nadapters ? n->adapters[i]->name : NULL;
+}
+const char *xa_net_adapter_class(const xa_net *n, size_t i) {
+    return i < n->nadapters ? n->adapters[i]->cls->name : NULL;
+}
+xa_params *xa_net_params(xa_net *n) { return n->params; }
+void xa_net_set_fusion(xa_net *n, xa_fusion f) { n->fusion = f; }
+
+static xa_status unknown_adapter(xa_net *n, const char *name) {
+    char list[512] = "";
+    for (size_t i = 0; i < n->nadapters; i++) {
+        if (i)
+            strncat(list, ", ", sizeof list - strlen(list) - 1);
+        strncat(list, n->adapters[i]->name, sizeof list - strlen(list) - 1);
+    }
+    return xa_errorf(n->ctx, XA_ENOTFOUND, "no adapter named '%s' (inserted: %s)", name,
+                     list[0] ? list : "none");
+}
+
+xa_status xa_net_activate(xa_net *n, const char *name, const char *const *names, int count) {
+    xa_adapter *a = find_adapter(n, name);
+    if (!a)
+        return unknown_adapter(n, name);
+    if (count < 0 || (a->nsub == 0 && count == 0)) { // all on / a class without sub-modules off
+        a->active = a->nsub ? (1u << a->nsub) - 1 : 0;
+        a->disabled = count == 0;
+        return XA_OK;
+    }
+    a->disabled = false;
+    uint32_t mask = 0;
+    for (int i = 0; i < count; i++) {
+        int k = 0;
+        while (k < a->nsub && strcmp(a->cls->submodules[k], names[i]))
+            k++;
+        if (k == a->nsub) {
+            char list[256] = "";
+            for (int j = 0; j < a->nsub; j++) {
+                if (j)
+                    strncat(list, ", ", sizeof list - strlen(list) - 1);
+                strncat(list, a->cls->submodules[j], sizeof list - strlen(list) - 1);
+            }
+            return xa_errorf(n->ctx, XA_EINVAL, "%s '%s' has no sub-module '%s' (it has: %s)",
+                             a->cls->name, a->name, names[i], list[0] ? list : "none");
+        }
+        mask |= 1u << k;
+    }
+    a->active = mask;
+    return XA_OK;
+}
+
+const char *xa_net_active(xa_net *n, const char *name) {
+    xa_adapter *a = find_adapter(n, name);
+    if (!a)
+        return NULL;
+    n->active_buf[0] = '\0';
+    for (int i = 0; i < a->nsub; i++)
+        if ((a->active >> i) & 1u) {
+            if (n->active_buf[0])
+                strncat(n->active_buf, ", ", sizeof n->active_buf - strlen(n->active_buf) - 1);
+            strncat(n->active_buf, a->cls->submodules[i],
+                    sizeof n->active_buf - strlen(n->active_buf) - 1);
+        }
+    return n->active_buf[0] ? n->active_buf : "none";
+}
+
+xa_status xa_net_freeze(xa_net *n, const char *pattern, bool frozen, int *matched) {
+    int hits = 0;
+    if (!fnmatch(pattern, "plm.x", 0) || !fnmatch(pattern, "vlm.x", 0)) {
+        if (!frozen)
+            return xa_errorf(n->ctx, XA_EINVAL,
+                             "'%s': the PLM and VLM are frozen bases and stay frozen (adapters, "
+                             "LoRA and heads are how they adapt)",
+                             pattern);
+        hits++; // they are frozen already
+    }
+    for (size_t i = 0; i < xa_params_count(n->params); i++)
+        if (!fnmatch(pattern, xa_params_name(n->params, i), 0)) {
+            xa_params_set_trainable(n->params, i, !frozen);
+            hits++;
+        }
+    if (matched)
+        *matched = hits;
+    return XA_OK;
+}
+
+int xa_net_lowest_site(const xa_net *n) {
+    for (int l = 0; l < n->layers; l++)
+        if (n->enabled[l])
+            return l;
+    return n->layers;
+}
+
+// --- forward -------------------------------------------------------------------------------------
+
+typedef struct {
+    xa_net *net;
+    const xa_net_batch *batch;
+} call;
+
+static void base_args(const call *c, xa_site_args *a) {
+    const xa_vlm_feats *f = c->batch->feats;
+    *a = (xa_site_args){.struct_size = sizeof *a, .mask = c->batch->text.mask,
+                        .B = c->batch->text.B, .T = c->batch->text.T};
+    if (f) {
+        a->image_tokens = f->image_tokens, a->image_token_mask = f->image_token_mask;
+        a->image_pooled = f->image_pooled, a->text_tokens = f->text_tokens;
+        a->text_token_mask = f->text_token_mask, a->text_pooled = f->text_pooled;
+    }
+}
+
+static xa_tensor *run_site(xa_ctx *ctx, void *user, int layer, xa_site s, xa_tensor *h,
+                           xa_tensor *x) {
+    call *c = user;
+    site_list *list = &c->net->sites[layer * XA_SITE_COUNT + s];
+    xa_site_args args;
+    base_args(c, &args);
+    args.layer = layer, args.at = (int)s, args.x = x;
+    for (int i = 0; i < list->n && h; i++) {
+        if (list->v[i]->disabled)
+            continue;
+        args.h = h;
+        h = list->v[i]->cls->forward(list->v[i], &args);
+        if (!h && !xa_errcode(ctx))
+            xa_errorf(ctx, XA_EPLUGIN, "%s: forward at layer %d returned nothing", list->v[i]->name,
+                      layer);
+    }
+    return h;
+}
+
+static int side_count(const xa_net *n) {
+    int k = 0;
+    for (size_t i = 0; i < n->nadapters; i++)
+        k += n->adapters[i]->ntaps > 0;
+    return k;
+}
+
+xa_status xa_net_prepare(xa_net *n) {
+    int nside = side_count(n);
+    if (n->fusion != XA_FUSION_CONCAT || nside == 0 || n->fuse_w)
+        return XA_OK;
+    // K-Adapter: concat [h_L, a_1, ..., a_k] and project back to H
+    int64_t H = n->plm->cfg.text.hidden;
+    int64_t ws[2] = {H, H * (1 + nside)}, bs[1] = {H};
+    n->fuse_w = xa_params_add(n->params, "fusion.weight", 2, ws, (xa_init){XA_INIT_KAIMING, 0});
+    n->fuse_b = n->fuse_w ? xa_params_add(n->params, "fusion.bias", 1, bs,
+                                          (xa_init){XA_INIT_ZERO, 0})
+                          : NULL;
+    return n->fuse_b ? XA_OK : xa_errcode(n->ctx);
+}
+
+// side[i] is NULL for a disabled side network: it adds nothing, or zeros under concat.
+static xa_tensor *fuse(xa_ctx *ctx, xa_net *n, xa_tensor *last, xa_tensor **side, int nside) {
+    if (nside == 0 || !last)
+        return last;
+    if (n->fusion == XA_FUSION_ADD) {
+        for (int i = 0; i < nside; i++)
+            if (side[i])
+                last = xa_add(ctx, last, side[i]);
+        return last;
+    }
+    if (xa_net_prepare(n) != XA_OK)
+        return NULL;
+    if (n->fuse_w->shape[1] != last->shape[2] * (1 + nside)) {
+        xa_errorf(ctx, XA_ESTATE,
+                  "concat fusion was built for %lld side networks, the net now has %d",
+                  (long long)(n->fuse_w->shape[1] / last->shape[2] - 1), nside);
+        return NULL;
+    }
+    xa_tensor *cat = last;
+    for (int i = 0; i < nside; i++)
+        cat = xa_concat(ctx, cat, side[i] ? side[i] : xa_tensor_arena(ctx, 3, last->shape, true), -1);
+    return xa_linear(ctx, cat, n->fuse_w, n->fuse_b);
+}
+
+xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
+                         const xa_forward_opts *opts, xa_net_out *out) {
+    memset(out, 0, sizeof *out);
+    int nside = side_count(n);
+    call c = {.net = n, .batch = b};
+    xa_hooks hooks = {.fn = run_site, .user = &c, .enabled = n->enabled};
+    xa_forward_opts o = opts ? *opts : (xa_forward_opts){0};
+    o.hooks = &hooks;
+    o.all_hidden = o.all_hidden || nside > 0;
+    xa_status st = xa_text_forward(ctx, n->plm, &b->text, &o, &out->plm);
+    if (st)
+        return st;
+    xa_tensor **side = nside ? xa_arena_alloc(ctx, (size_t)nside * sizeof *side) : NULL;
+    int k = 0;
+    for (size_t i = 0; i < n->nadapters; i++) {
+        xa_adapter *a = n->adapters[i];
+        if (!a->ntaps)
+            continue;
+        if (a->disabled) {
+            side[k++] = NULL;
+            continue;
+        }
+        xa_tensor **taps = xa_arena_alloc(ctx, (size_t)a->ntaps * sizeof *taps);
+        if (!taps || !side)
+            return XA_ENOMEM;
+        for (int t = 0; t < a->ntaps; t++)
+            taps[t] = out->plm.hidden[a->taps[t]];
+        xa_site_args args;
+        base_args(&c, &args);
+        args.layer = -1, args.at = XA_AT_SIDE, args.h = out->plm.last;
+        args.taps = taps, args.tap_layers = a->taps, args.ntaps = a->ntaps;
+        if (!(side[k++] = a->cls->forward(a, &args)))
+            return xa_errcode(ctx) ? xa_errcode(ctx)
+                                   : xa_errorf(ctx, XA_EPLUGIN, "%s: side forward returned nothing",
+                                               a->name);
+    }
+    out->fused = fuse(ctx, n, out->plm.last, side, nside);
+    return out->fused ? XA_OK : (xa_errcode(ctx) ? xa_errcode(ctx) : XA_ENOMEM);
+}

@@ -1,0 +1,57 @@
+// Private to the host: what an adapter instance and an options table are, shared by the
+// registry (plugins/loader.c), the host function table (plugins/host_api.c) and the network
+// (core/src/net.c).
+#ifndef XADAPT_NET_INTERNAL_H
+#define XADAPT_NET_INTERNAL_H
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+#include "xadapt/net.h"
+
+#define XA_MAX_SUBMODULES 16
+
+struct xa_opts {
+    xa_ctx *ctx;
+    const cJSON *json; // an object
+    const char *owner; // "xadapter 'v1'", for messages
+};
+
+typedef struct xa_attachment {
+    int layer, at;
+} xa_attachment;
+
+struct xa_adapter {
+    xa_net *net;
+    const xa_adapter_class *cls;
+    const xa_plugin_record *plugin;
+    char *name;
+    char *opts_json;
+    void *state;
+    xa_dims dims;
+    uint32_t active;      // bit i: submodule i active; all submodules start active
+    int nsub;
+    xa_attachment *sites;
+    int nsites;
+    int *taps;
+    int ntaps;
+    bool creating;        // attach/tap/param only during create
+    bool disabled;        // switched off as a whole (classes without sub-modules)
+};
+
+xa_adapter *xa_adapter_create(xa_ctx *ctx, xa_net *net, const xa_adapter_class *cls,
+                              const xa_plugin_record *plugin, const char *name, const cJSON *opts);
+void xa_adapter_destroy(xa_adapter *a);
+
+// net.c: called by the host API during create
+xa_status xa_net_attach(xa_net *n, xa_adapter *a, int layer, int at);
+xa_status xa_net_tap(xa_net *n, xa_adapter *a, int layer);
+xa_tensor *xa_net_new_param(xa_net *n, xa_adapter *a, const char *name, int ndim,
+                            const int64_t *shape, int init, float scale);
+xa_ctx *xa_net_ctx(xa_net *n);
+xa_model *xa_net_plm(xa_net *n);
+xa_adapter *xa_net_adapter_at(xa_net *n, size_t i);
+// Create the concat-fusion projection for the current side networks (idempotent).
+xa_status xa_net_prepare(xa_net *n);
+
+#endif

@@ -1,0 +1,149 @@
+// Adapter files: one safetensors file holding every adapter parameter ("<adapter>.<param>") and,
+// in __metadata__, what is needed to rebuild and trust them: plugin names and versions, the
+// ABI, each adapter's options and active sub-modules, and the frozen PLM's fingerprint.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+#include "net_internal.h"
+
+xa_status xa_net_save(xa_net *n, const char *path) {
+    xa_ctx *ctx = xa_net_ctx(n);
+    xa_params *ps = xa_net_params(n);
+    xa_st_writer *w = xa_st_writer_new(ctx);
+    if (!w)
+        return XA_ENOMEM;
+    xa_status st = XA_OK;
+    for (size_t i = 0; i < xa_params_count(ps) && st == XA_OK; i++)
+        st = xa_st_writer_add_tensor(w, xa_params_name(ps, i), xa_params_at(ps, i));
+    cJSON *list = cJSON_CreateArray();
+    for (size_t i = 0; i < xa_net_adapter_count(n) && st == XA_OK; i++) {
+        xa_adapter *a = xa_net_adapter_at(n, i);
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "name", a->name);
+        cJSON_AddStringToObject(e, "class", a->cls->name);
+        cJSON_AddStringToObject(e, "plugin", a->plugin ? a->plugin->name : "?");
+        cJSON_AddStringToObject(e, "plugin_version", a->plugin ? a->plugin->version : "?");
+        cJSON_AddItemToObject(e, "options", cJSON_Parse(a->opts_json));
+        cJSON *act = cJSON_AddArrayToObject(e, "active");
+        for (int k = 0; k < a->nsub; k++)
+            if ((a->active >> k) & 1u)
+                cJSON_AddItemToArray(act, cJSON_CreateString(a->cls->submodules[k]));
+        cJSON_AddBoolToObject(e, "enabled", !a->disabled);
+        cJSON_AddItemToArray(list, e);
+    }
+    char *adapters = cJSON_PrintUnformatted(list);
+    cJSON_Delete(list);
+    char abi[32];
+    snprintf(abi, sizeof abi, "%d.%d", XA_ABI_MAJOR, XA_ABI_MINOR);
+    if (st == XA_OK && adapters) {
+        xa_st_writer_meta(w, "format", "xadapt-adapters/1");
+        xa_st_writer_meta(w, "xadapt_version", XA_VERSION_STRING);
+        xa_st_writer_meta(w, "abi", abi);
+        xa_st_writer_meta(w, "base_fingerprint", xa_model_fingerprint(xa_net_plm(n)));
+        xa_st_writer_meta(w, "base_model_type", xa_net_plm(n)->cfg.model_type);
+        xa_st_writer_meta(w, "adapters", adapters);
+        st = xa_st_writer_write(w, path);
+    } else if (st == XA_OK) {
+        st = xa_errorf(ctx, XA_ENOMEM, "out of memory writing %s", path);
+    }
+    free(adapters);
+    xa_st_writer_free(w);
+    return st;
+}
+
+static bool adapter_has_submodules(xa_net *n, const char *name) {
+    for (size_t i = 0; i < xa_net_adapter_count(n); i++) {
+        xa_adapter *a = xa_net_adapter_at(n, i);
+        if (!strcmp(a->name, name))
+            return a->nsub > 0;
+    }
+    return false;
+}
+
+static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const char *path) {
+    for (size_t i = 0; i < xa_params_count(ps); i++) {
+        const char *name = xa_params_name(ps, i);
+        xa_tensor *dst = xa_params_at(ps, i), *src;
+        if (!xa_st_find(f, name))
+            return xa_errorf(ctx, XA_EFORMAT, "%s: no tensor '%s' for this network", path, name);
+        xa_status st = xa_st_tensor(ctx, f, name, &src);
+        if (st)
+            return st;
+        if (!xa_shape_equal(src, dst)) {
+            char a[96], b[96];
+            xa_errorf(ctx, XA_ESHAPE, "%s: tensor '%s' has shape %s, the network expects %s", path,
+                      name, xa_shape_str(src, a, sizeof a), xa_shape_str(dst, b, sizeof b));
+            xa_tensor_release(src);
+            return XA_ESHAPE;
+        }
+        memcpy(dst->data, src->data, (size_t)dst->numel * sizeof(float));
+        xa_tensor_release(src);
+    }
+    return XA_OK;
+}
+
+xa_status xa_net_load(xa_net *n, const char *path, bool force) {
+    xa_ctx *ctx = xa_net_ctx(n);
+    xa_st_file *f;
+    xa_status st = xa_st_open(ctx, path, &f);
+    if (st)
+        return st;
+    const char *fmt = xa_st_meta_get(f, "format"), *fp = xa_st_meta_get(f, "base_fingerprint");
+    const char *adapters = xa_st_meta_get(f, "adapters");
+    cJSON *list = adapters ? cJSON_Parse(adapters) : NULL;
+    if (!fmt || strcmp(fmt, "xadapt-adapters/1") || !cJSON_IsArray(list)) {
+        st = xa_errorf(ctx, XA_EFORMAT, "%s: not an xadapt adapter file (format '%s')", path,
+                       fmt ? fmt : "none");
+        goto out;
+    }
+    const char *ours = xa_model_fingerprint(xa_net_plm(n));
+    if (!force && (!fp || strcmp(fp, ours))) {
+        st = xa_errorf(ctx, XA_EINVAL,
+                       "%s: trained on a base with fingerprint %s, this PLM (%s) has %s; "
+                       "refusing (force = true loads anyway)",
+                       path, fp ? fp : "unknown", xa_net_plm(n)->dir, ours);
+        goto out;
+    }
+    for (const cJSON *e = list->child; e && st == XA_OK; e = e->next) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+        const cJSON *cls = cJSON_GetObjectItemCaseSensitive(e, "class");
+        const cJSON *opts = cJSON_GetObjectItemCaseSensitive(e, "options");
+        const cJSON *act = cJSON_GetObjectItemCaseSensitive(e, "active");
+        const cJSON *en = cJSON_GetObjectItemCaseSensitive(e, "enabled");
+        if (!cJSON_IsString(name) || !cJSON_IsString(cls) || !cJSON_IsObject(opts)) {
+            st = xa_errorf(ctx, XA_EFORMAT, "%s: malformed adapter entry in __metadata__", path);
+            break;
+        }
+        bool exists = false;
+        for (size_t i = 0; i < xa_net_adapter_count(n); i++)
+            exists |= !strcmp(xa_net_adapter_name(n, i), name->valuestring);
+        if (!exists) {
+            char *o = cJSON_PrintUnformatted(opts);
+            st = xa_net_insert(n, cls->valuestring, name->valuestring, o);
+            free(o);
+            if (st)
+                break;
+        }
+        const char *names[32];
+        int k = 0;
+        for (const cJSON *s = cJSON_IsArray(act) ? act->child : NULL; s && k < 32; s = s->next)
+            if (cJSON_IsString(s))
+                names[k++] = s->valuestring;
+        // classes without sub-modules are switched as a whole through "enabled"
+        bool has_sub = cJSON_GetArraySize(act) > 0 || adapter_has_submodules(n, name->valuestring);
+        if (has_sub)
+            st = xa_net_activate(n, name->valuestring, names, k);
+        else
+            st = xa_net_activate(n, name->valuestring, NULL, cJSON_IsFalse(en) ? 0 : -1);
+    }
+    if (st == XA_OK)
+        st = xa_net_prepare(n);
+    if (st == XA_OK)
+        st = load_values(ctx, xa_net_params(n), f, path);
+out:
+    cJSON_Delete(list);
+    xa_st_close(f);
+    return st;
+}
