@@ -20,6 +20,11 @@ typedef struct {
 
 static const command commands[] = {
     {"version", cmd_version, "print the version and the BLAS kernels in use (same as --version)"},
+    {"inspect", cmd_inspect, "print the tensor table and metadata of a .safetensors file"},
+    {"info", cmd_info, "describe a Hugging Face checkpoint directory"},
+    {"make-random", cmd_make_random, "write a random-weight checkpoint in Hugging Face layout"},
+    {"encode", cmd_encode, "run the frozen encoder on texts, ids or images; write the outputs"},
+    {"tokenize", cmd_tokenize, "print token ids for texts with a model directory's tokenizer"},
     // one line per subcommand, in the order --help lists them
 };
 

@@ -195,8 +195,8 @@ void xa_model_free(xa_model *m) {
 int64_t xa_model_param_count(const xa_model *m) {
     int64_t n = 0;
     for (size_t i = 0; i < m->nspec; i++)
-        if (*m->spec[i].dst)
-            n += (*m->spec[i].dst)->numel;
+        if (*m->spec[i].dst && !(m->spec[i].dst == &m->mlm_decoder && m->mlm_decoder == m->word_emb))
+            n += (*m->spec[i].dst)->numel; // a tied decoder is the word embeddings again
     return n;
 }
 

@@ -56,6 +56,26 @@ const char *xa_model_fingerprint(xa_model *m);
 // Weights of the text tower's block `i`, for adapters that need them (LoRA merges).
 xa_block *xa_model_block(xa_model *m, int i);
 
+// --- random checkpoints ----------------------------------------------------------------------
+
+typedef struct xa_random_opts {
+    uint64_t seed;
+    xa_dtype dtype;     // F32 (default), F16 or BF16 storage
+    int shards;         // > 1: model-0000k-of-0000n.safetensors + model.safetensors.index.json
+    bool prefix;        // "bert."/"roberta." prefixes as *ForMaskedLM checkpoints have
+    bool no_heads;      // leave out the pooler and MLM head
+} xa_random_opts;
+
+// Config JSON text of a built-in preset (bert-base, bert-mini, bert-tiny, roberta-base,
+// roberta-tiny, clip-vit-base-patch32, clip-tiny), NULL when unknown. `names` lists them.
+const char *xa_model_preset(const char *name);
+const char *xa_model_preset_names(void);
+// Write a random-weight checkpoint in exact Hugging Face layout (config.json + weights) for
+// `config_json`, initialised as transformers does (N(0, initializer_range) weights, LayerNorm
+// 1/0). The directory is created if missing; files are written atomically.
+xa_status xa_model_write_random(xa_ctx *ctx, const char *config_json, const char *dir,
+                                const xa_random_opts *opts);
+
 // --- sites: where adapters attach ------------------------------------------------------------
 
 typedef enum xa_site {
