@@ -230,6 +230,37 @@ static xa_tensor *node_out(xa_node *n) { return n->out; }
 static xa_tensor *node_in(xa_node *n, int i) { return i >= 0 && i < n->nin ? n->in[i] : NULL; }
 static void *node_saved(xa_node *n) { return n->saved; }
 
+static int base_linear(xa_adapter *a, int layer, int at, xa_tensor **w, xa_tensor **b) {
+    return xa_net_base_linear(a->net, layer, at, w, b);
+}
+
+static xa_tensor *buffer(xa_adapter *a, int ndim, const int64_t *shape) {
+    xa_ctx *ctx = ctx_of(a);
+    xa_tensor **v = realloc(a->buffers, (size_t)(a->nbuffers + 1) * sizeof *v);
+    if (!v) {
+        xa_errorf(ctx, XA_ENOMEM, "out of memory");
+        return NULL;
+    }
+    a->buffers = v;
+    xa_tensor *t = xa_tensor_new(ctx, ndim, shape);
+    if (t)
+        a->buffers[a->nbuffers++] = t;
+    return t;
+}
+
+static void buffer_free(xa_adapter *a, xa_tensor *t) {
+    for (int i = 0; i < a->nbuffers; i++)
+        if (a->buffers[i] == t) {
+            xa_tensor_release(t);
+            a->buffers[i] = a->buffers[--a->nbuffers];
+            return;
+        }
+}
+
+static int replace(xa_adapter *a, int layer, int at, bool on) {
+    return xa_net_replace(a->net, a, layer, at, on);
+}
+
 static const xa_host_api host = {
     .struct_size = sizeof(xa_host_api),
     .abi_major = XA_ABI_MAJOR,
@@ -284,6 +315,10 @@ static const xa_host_api host = {
     .node_out = node_out,
     .node_in = node_in,
     .node_saved = node_saved,
+    .base_linear = base_linear,
+    .buffer = buffer,
+    .buffer_free = buffer_free,
+    .replace = replace,
 };
 
 const xa_host_api *xa_host_api_get(void) { return &host; }
@@ -338,6 +373,9 @@ void xa_adapter_destroy(xa_adapter *a) {
         a->cls->destroy(a);
     free(a->name);
     free(a->opts_json);
+    for (int i = 0; i < a->nbuffers; i++)
+        xa_tensor_release(a->buffers[i]);
+    free(a->buffers);
     free(a->sites);
     free(a->taps);
     free(a);

@@ -2,6 +2,7 @@
 // RTLD_LOCAL, checks the ABI both ways, runs their init and records every class they register.
 // A file that cannot be used is refused with its path and the reason, never a crash.
 #include <dirent.h>
+#include <stddef.h>
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +18,9 @@
 #ifndef XADAPT_INSTALL_PLUGIN_DIR
 #define XADAPT_INSTALL_PLUGIN_DIR "/usr/local/lib/xadapt/plugins"
 #endif
+
+// The class struct as ABI 1.0 first defined it ends after `destroy`.
+#define XA_CLASS_MIN_SIZE (offsetof(xa_adapter_class, destroy) + sizeof(void (*)(void)))
 
 typedef struct {
     xa_plugin_record rec;
@@ -148,11 +152,12 @@ xa_status xa_registry_load(xa_registry *r, const char *path) {
         return refuse(r, p, XA_EPLUGIN, "init succeeded but set no name or no classes");
     for (size_t k = 0; p->info.classes[k]; k++) {
         const xa_adapter_class *c = p->info.classes[k];
-        if (c->struct_size < sizeof(xa_adapter_class) || !c->name || !c->create || !c->forward)
+        // Classes may be older (smaller) than the host's struct: trailing members are absent.
+        if (c->struct_size < XA_CLASS_MIN_SIZE || !c->name || !c->create || !c->forward)
             return refuse(r, p, XA_EABI,
-                          "class #%zu is incomplete (struct_size %zu, expected %zu; name, create "
+                          "class #%zu is incomplete (struct_size %zu, at least %zu; name, create "
                           "and forward are required)",
-                          k, c->struct_size, sizeof(xa_adapter_class));
+                          k, c->struct_size, (size_t)XA_CLASS_MIN_SIZE);
         for (size_t i = 0; i + 1 < r->n; i++)
             for (size_t j = 0; r->p[i].handle && r->p[i].info.classes[j]; j++)
                 if (!strcmp(r->p[i].info.classes[j]->name, c->name))

@@ -24,6 +24,9 @@ static xa_tensor *site(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s,
 
 static xa_tensor *proj(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s, xa_tensor *x,
                        xa_tensor *w, xa_tensor *b) {
+    const xa_hooks *hk = r->hooks;
+    if (x && hk && hk->replace && (hk->replace[layer] >> s) & 1u) // e.g. a merged LoRA weight
+        return hk->fn(ctx, hk->user, layer, s, NULL, x);
     return site(ctx, r, layer, s, xa_linear(ctx, x, w, b), x);
 }
 

@@ -24,6 +24,8 @@ struct xa_net {
     xa_params *params;
     int layers;
     uint32_t *enabled;     // per layer: bit s when site s has adapters
+    uint32_t *replace;     // per layer: bit s when an adapter computes projection s itself
+    xa_adapter **replacer; // [layer * XA_SITE_COUNT + site]
     site_list *sites;      // [layer * XA_SITE_COUNT + site]
     xa_fusion fusion;
     xa_tensor *fuse_w, *fuse_b; // concat fusion projection, created on first use
@@ -52,7 +54,9 @@ xa_net *xa_net_new(xa_ctx *ctx, xa_model *plm, xa_model *vlm, xa_registry *reg) 
     n->params = xa_params_new(ctx);
     n->enabled = xa_calloc(ctx, (size_t)n->layers, sizeof *n->enabled);
     n->sites = xa_calloc(ctx, (size_t)n->layers * XA_SITE_COUNT, sizeof *n->sites);
-    if (!n->params || !n->enabled || !n->sites) {
+    n->replace = xa_calloc(ctx, (size_t)n->layers, sizeof *n->replace);
+    n->replacer = xa_calloc(ctx, (size_t)n->layers * XA_SITE_COUNT, sizeof *n->replacer);
+    if (!n->params || !n->enabled || !n->sites || !n->replace || !n->replacer) {
         xa_net_free(n);
         return NULL;
     }
@@ -69,9 +73,13 @@ void xa_net_free(xa_net *n) {
         free(n->sites[i].v);
     free(n->sites);
     free(n->enabled);
+    free(n->replace);
+    free(n->replacer);
     xa_params_free(n->params);
     free(n);
 }
+
+static xa_status unknown_adapter(xa_net *n, const char *name);
 
 static xa_adapter *find_adapter(const xa_net *n, const char *name) {
     for (size_t i = 0; i < n->nadapters; i++)
@@ -127,6 +135,51 @@ xa_tensor *xa_net_new_param(xa_net *n, xa_adapter *a, const char *name, int ndim
     return xa_params_add(n->params, full, ndim, shape, (xa_init){(xa_init_kind)init, scale});
 }
 
+static bool is_projection(int at) { return at >= XA_SITE_Q && at <= XA_SITE_FF2; }
+
+xa_status xa_net_replace(xa_net *n, xa_adapter *a, int layer, int at, bool on) {
+    if (layer < 0 || layer >= n->layers || !is_projection(at))
+        return xa_errorf(n->ctx, XA_EINVAL, "%s: only projections (q, k, v, o, ff1, ff2) of layers "
+                         "0..%d can be replaced", a->name, n->layers - 1);
+    xa_adapter **r = &n->replacer[layer * XA_SITE_COUNT + at];
+    if (on && *r && *r != a)
+        return xa_errorf(n->ctx, XA_ESTATE, "%s: projection %s of layer %d is already replaced by %s",
+                         a->name, xa_site_name((xa_site)at), layer, (*r)->name);
+    if (!on && *r != a)
+        return XA_OK;
+    *r = on ? a : NULL;
+    if (on)
+        n->replace[layer] |= 1u << at;
+    else
+        n->replace[layer] &= ~(1u << at);
+    return XA_OK;
+}
+
+xa_status xa_net_base_linear(xa_net *n, int layer, int at, xa_tensor **w, xa_tensor **b) {
+    xa_block *blk = xa_model_block(n->plm, layer);
+    if (!blk || !is_projection(at))
+        return xa_errorf(n->ctx, XA_EINVAL, "no frozen projection %d in layer %d", at, layer);
+    xa_tensor *ws[] = {blk->wq, blk->wk, blk->wv, blk->wo, blk->w1, blk->w2};
+    xa_tensor *bs[] = {blk->bq, blk->bk, blk->bv, blk->bo, blk->b1, blk->b2};
+    *w = ws[at - XA_SITE_Q];
+    *b = bs[at - XA_SITE_Q];
+    return XA_OK;
+}
+
+xa_status xa_net_control(xa_net *n, const char *name, const char *command) {
+    xa_adapter *a = find_adapter(n, name);
+    if (!a)
+        return unknown_adapter(n, name);
+    if (!XA_CLASS_HAS(a->cls, control))
+        return xa_errorf(n->ctx, XA_EINVAL, "%s '%s' takes no commands (got '%s')", a->cls->name,
+                         name, command);
+    xa_error_clear(n->ctx);
+    if (a->cls->control(a, command) != 0 || xa_errcode(n->ctx))
+        return xa_errcode(n->ctx) ? xa_errcode(n->ctx)
+                                  : xa_errorf(n->ctx, XA_EPLUGIN, "%s: '%s' failed", name, command);
+    return XA_OK;
+}
+
 // --- building the network ----------------------------------------------------------------------
 
 static void fill_dims(const xa_net *n, xa_dims *d) {
@@ -148,6 +201,9 @@ static void unwind(xa_net *n, xa_adapter *a) {
         if (s->n == 0)
             n->enabled[a->sites[i].layer] &= ~(1u << a->sites[i].at);
     }
+    for (int i = 0; i < n->layers * XA_SITE_COUNT; i++)
+        if (n->replacer[i] == a)
+            xa_net_replace(n, a, i / XA_SITE_COUNT, i % XA_SITE_COUNT, false);
     char prefix[256];
     snprintf(prefix, sizeof prefix, "%s.", a->name);
     xa_params_remove_prefix(n->params, prefix);
@@ -324,11 +380,21 @@ static xa_tensor *run_site(xa_ctx *ctx, void *user, int layer, xa_site s, xa_ten
                            xa_tensor *x) {
     call *c = user;
     site_list *list = &c->net->sites[layer * XA_SITE_COUNT + s];
+    xa_adapter *replacer = c->net->replacer[layer * XA_SITE_COUNT + s];
     xa_site_args args;
     base_args(c, &args);
     args.layer = layer, args.at = (int)s, args.x = x;
+    if (!h) { // the projection itself is the replacer's, or the frozen one when it is off
+        if (replacer && !replacer->disabled) {
+            h = replacer->cls->forward(replacer, &args);
+        } else {
+            xa_tensor *w, *b;
+            if (xa_net_base_linear(c->net, layer, (int)s, &w, &b) == XA_OK)
+                h = xa_linear(ctx, x, w, b);
+        }
+    }
     for (int i = 0; i < list->n && h; i++) {
-        if (list->v[i]->disabled)
+        if (list->v[i]->disabled || list->v[i] == replacer)
             continue;
         args.h = h;
         h = list->v[i]->cls->forward(list->v[i], &args);
@@ -389,7 +455,7 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
     memset(out, 0, sizeof *out);
     int nside = side_count(n);
     call c = {.net = n, .batch = b};
-    xa_hooks hooks = {.fn = run_site, .user = &c, .enabled = n->enabled};
+    xa_hooks hooks = {.fn = run_site, .user = &c, .enabled = n->enabled, .replace = n->replace};
     xa_forward_opts o = opts ? *opts : (xa_forward_opts){0};
     o.hooks = &hooks;
     o.all_hidden = o.all_hidden || nside > 0;

@@ -5,11 +5,17 @@
 #define XADAPT_NET_INTERNAL_H
 
 #include <cjson/cJSON.h>
+#include <stddef.h>
 
 #include "internal.h"
 #include "xadapt/net.h"
 
 #define XA_MAX_SUBMODULES 16
+
+// An optional class member is usable when the plugin's struct is large enough to hold it.
+#define XA_CLASS_HAS(cls, member)                                                                  \
+    ((cls)->struct_size >= offsetof(xa_adapter_class, member) + sizeof((cls)->member) &&          \
+     (cls)->member)
 
 struct xa_opts {
     xa_ctx *ctx;
@@ -37,6 +43,8 @@ struct xa_adapter {
     int ntaps;
     bool creating;        // attach/tap/param only during create
     bool disabled;        // switched off as a whole (classes without sub-modules)
+    xa_tensor **buffers;  // persistent non-trainable tensors (host->buffer)
+    int nbuffers;
 };
 
 xa_adapter *xa_adapter_create(xa_ctx *ctx, xa_net *net, const xa_adapter_class *cls,
@@ -51,6 +59,8 @@ xa_tensor *xa_net_new_param(xa_net *n, xa_adapter *a, const char *name, int ndim
 xa_ctx *xa_net_ctx(xa_net *n);
 xa_model *xa_net_plm(xa_net *n);
 xa_adapter *xa_net_adapter_at(xa_net *n, size_t i);
+xa_status xa_net_replace(xa_net *n, xa_adapter *a, int layer, int at, bool on);
+xa_status xa_net_base_linear(xa_net *n, int layer, int at, xa_tensor **w, xa_tensor **b);
 // Create the concat-fusion projection for the current side networks (idempotent).
 xa_status xa_net_prepare(xa_net *n);
 

@@ -98,6 +98,9 @@ typedef struct xa_hooks {
     xa_site_fn fn;
     void *user;
     const uint32_t *enabled; // per layer: bit s set when site s has something attached
+    // per layer: bit s (a projection site) set when the hook computes that projection itself;
+    // fn is then called with h == NULL. NULL = none.
+    const uint32_t *replace;
 } xa_hooks;
 
 // --- forward ---------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ const char *xa_net_active(xa_net *n, const char *adapter);
 // Returns the number matched through *matched when not NULL.
 xa_status xa_net_freeze(xa_net *n, const char *pattern, bool frozen, int *matched);
 xa_params *xa_net_params(xa_net *n);
+// Send a named action to an adapter (LoRA: "merge", "unmerge"); XA_EINVAL when its class
+// has no such action.
+xa_status xa_net_control(xa_net *n, const char *adapter, const char *command);
 void xa_net_set_fusion(xa_net *n, xa_fusion f);
 
 typedef struct xa_net_batch {

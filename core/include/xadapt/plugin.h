@@ -168,6 +168,18 @@ typedef struct xa_host_api {
     xa_tensor *(*node_out)(xa_node *n);
     xa_tensor *(*node_in)(xa_node *n, int i);
     void *(*node_saved)(xa_node *n);
+
+    // -- frozen projections (LoRA merging) --
+    // The frozen weight (out, in) and bias (may be NULL) of projection `at` (XA_AT_Q..FF2) of
+    // block `layer`. Read-only: they are the mapped checkpoint.
+    int (*base_linear)(xa_adapter *a, int layer, int at, xa_tensor **w, xa_tensor **b);
+    // A persistent, non-trainable tensor owned by the adapter (zeroed; freed with it); not saved.
+    xa_tensor *(*buffer)(xa_adapter *a, int ndim, const int64_t *shape);
+    void (*buffer_free)(xa_adapter *a, xa_tensor *t);
+    // While on, the host skips projection `at` of `layer` and calls this adapter's forward with
+    // args->h == NULL: the adapter computes the projection from args->x itself. One adapter per
+    // projection.
+    int (*replace)(xa_adapter *a, int layer, int at, bool on);
 } xa_host_api;
 
 // One adapter class. Strings and arrays must live as long as the plugin is loaded.
@@ -182,6 +194,9 @@ typedef struct xa_adapter_class {
     // In-stream: return the rewritten args->h (or args->h itself); side: the side output (B,T,H).
     xa_tensor *(*forward)(xa_adapter *a, const xa_site_args *args);
     void (*destroy)(xa_adapter *a); // free the state; parameters belong to the host
+    // Optional: a named action from a script (m:control(name, command)), e.g. LoRA's "merge"
+    // and "unmerge". Return 0, or an error through host->errorf. NULL when the class has none.
+    int (*control)(xa_adapter *a, const char *command);
 } xa_adapter_class;
 
 typedef struct xa_plugin_info {
