@@ -272,6 +272,13 @@ const char *xa_net_adapter_class(const xa_net *n, size_t i) {
     return i < n->nadapters ? n->adapters[i]->cls->name : NULL;
 }
 xa_params *xa_net_params(xa_net *n) { return n->params; }
+xa_model *xa_net_plm_model(xa_net *n) { return n->plm; }
+xa_model *xa_net_vlm_model(xa_net *n) { return n->vlm; }
+
+xa_tensor *xa_net_param(xa_net *n, const char *name, int ndim, const int64_t *shape,
+                        xa_init init) {
+    return xa_params_add(n->params, name, ndim, shape, init);
+}
 void xa_net_set_fusion(xa_net *n, xa_fusion f) { n->fusion = f; }
 
 static xa_status unknown_adapter(xa_net *n, const char *name) {

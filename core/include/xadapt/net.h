@@ -73,6 +73,13 @@ const char *xa_net_active(xa_net *n, const char *adapter);
 // Returns the number matched through *matched when not NULL.
 xa_status xa_net_freeze(xa_net *n, const char *pattern, bool frozen, int *matched);
 xa_params *xa_net_params(xa_net *n);
+// A trainable parameter of the network itself (task heads: "head.<name>.<param>"), saved and
+// loaded with the adapters. Loading tolerates head parameters absent from a file (a new head
+// on adapters trained without it keeps its initial values).
+xa_tensor *xa_net_param(xa_net *n, const char *name, int ndim, const int64_t *shape,
+                        xa_init init);
+xa_model *xa_net_plm_model(xa_net *n);
+xa_model *xa_net_vlm_model(xa_net *n);
 // Send a named action to an adapter (LoRA: "merge", "unmerge"); XA_EINVAL when its class
 // has no such action.
 xa_status xa_net_control(xa_net *n, const char *adapter, const char *command);
