@@ -205,7 +205,7 @@ out_destroy:
 // PIL keeps 16-bit gray as mode "I" and clips it to 0..255 in convert("RGB"); other 16-bit
 // modes keep the high byte; alpha is dropped, not composited; tRNS and gamma are ignored.
 // libpng's progressive reader is used because PIL's notion of "done" is "every row decoded":
-// PIL never checks IDAT CRCs or the zlib trailer and ignores whatever follows the last row.
+// PIL never checks IDAT CRCs or the zlib trailer, and only minds a cut in the chunks that follow.
 
 typedef struct png_state {
     xa_ctx *ctx;
@@ -312,7 +312,7 @@ static void png_on_info(png_structp png, png_infop info) {
 
 static void png_on_row(png_structp png, png_bytep row, png_uint_32 row_num, int pass) {
     png_state *s = png_get_progressive_ptr(png);
-    if (!row)
+    if (!row || s->rows_done >= s->rows_expected)
         return;
     int w = s->img->width;
     if (!s->interlaced) {
