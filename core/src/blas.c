@@ -2,8 +2,11 @@
 // its kernel set from the CPU: Debian's DYNAMIC_ARCH build does not know Zen 5 by name and some
 // environments pin OPENBLAS_CORETYPE=Haswell (AVX2), which halves sgemm throughput on AVX-512
 // machines. If no OpenBLAS can be loaded, a plain-loop sgemm keeps everything working (slowly)
-// and xa_blas_info_get says so.
+// and xa_blas_info_get says so. OpenBLAS always runs single-threaded: xadapt's own pool splits
+// large products into blocks (see pool.h for why there is only one pool).
 #include "xadapt/blas.h"
+
+#include "pool.h"
 
 #include <cblas.h>
 #include <dlfcn.h>
@@ -87,9 +90,8 @@ static void load_blas(void) {
     const char *core = choose_coretype();
     if (core)
         setenv("OPENBLAS_CORETYPE", core, 1);
-    char nt[16];
-    snprintf(nt, sizeof nt, "%d", resolve_threads());
-    setenv("OPENBLAS_NUM_THREADS", nt, 1);
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    xa_pool_resize(resolve_threads());
 
     const char *names[] = {getenv("XADAPT_BLAS_LIBRARY"), "libopenblas.so.0", "libopenblas.so"};
     for (size_t i = 0; i < sizeof names / sizeof *names && !B.handle; i++)
@@ -112,13 +114,13 @@ static void load_blas(void) {
         snprintf(B.coretype, sizeof B.coretype, "%s", corename ? corename() : "unknown");
         snprintf(B.config, sizeof B.config, "%s", config ? config() : "");
         if (B.set_threads)
-            B.set_threads(resolve_threads());
+            B.set_threads(1);
     }
     B.info.library = B.library;
     B.info.coretype = B.coretype;
     B.info.reason = B.reason;
     B.info.config = B.config;
-    B.info.threads = resolve_threads();
+    B.info.threads = xa_pool_threads();
 }
 
 const xa_blas_info *xa_blas_info_get(void) {
@@ -128,9 +130,8 @@ const xa_blas_info *xa_blas_info_get(void) {
 
 void xa_set_threads(int n) {
     B.want_threads = n > 0 ? n : online_cores();
-    B.info.threads = B.want_threads;
-    if (B.set_threads)
-        B.set_threads(B.want_threads);
+    xa_pool_resize(B.want_threads);
+    B.info.threads = xa_pool_threads();
 }
 
 int xa_threads(void) { return xa_blas_info_get()->threads; }
@@ -151,17 +152,55 @@ void xa_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
         }
 }
 
+typedef struct {
+    bool ta, tb, split_m;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_job;
+
+static void gemm_block(const gemm_job *j, int64_t M, int64_t N, const float *A, const float *Bm,
+                       float *C) {
+    if (!B.sgemm || j->K == 0) {
+        xa_sgemm_ref(j->ta, j->tb, M, N, j->K, j->alpha, A, j->lda, Bm, j->ldb, j->beta, C, j->ldc);
+        return;
+    }
+    B.sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
+            (blasint)M, (blasint)N, (blasint)j->K, j->alpha, A, (blasint)j->lda, Bm,
+            (blasint)j->ldb, j->beta, C, (blasint)j->ldc);
+}
+
+// One block of rows (split_m) or columns of C; blocks are multiples of 16 for the kernels.
+static void gemm_range(void *arg, int64_t begin, int64_t end) {
+    const gemm_job *j = arg;
+    int64_t lo = begin * 16, hi = end * 16;
+    if (j->split_m) {
+        hi = hi < j->M ? hi : j->M;
+        const float *A = j->ta ? j->A + lo : j->A + lo * j->lda;
+        gemm_block(j, hi - lo, j->N, A, j->B, j->C + lo * j->ldc);
+    } else {
+        hi = hi < j->N ? hi : j->N;
+        const float *Bm = j->tb ? j->B + lo * j->ldb : j->B + lo;
+        gemm_block(j, j->M, hi - lo, j->A, Bm, j->C + lo);
+    }
+}
+
 void xa_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *Bm, int64_t ldb, float beta, float *C,
               int64_t ldc) {
     if (M == 0 || N == 0)
         return;
     pthread_once(&B.once, load_blas);
-    if (!B.sgemm || K == 0) {
-        xa_sgemm_ref(trans_a, trans_b, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+    gemm_job j = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                  .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = Bm, .C = C};
+    // Split the larger side of C across the pool when the product is worth it (~4 MFLOP).
+    int64_t flops = 2 * M * N * K;
+    if (flops < (4 << 20) || xa_pool_inside() || xa_pool_threads() == 1) {
+        gemm_block(&j, M, N, A, Bm, C);
         return;
     }
-    B.sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-            (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, Bm, (blasint)ldb, beta, C,
-            (blasint)ldc);
+    j.split_m = M >= N;
+    int64_t blocks = ((j.split_m ? M : N) + 15) / 16;
+    xa_parallel_for(blocks, 4, gemm_range, &j);
 }

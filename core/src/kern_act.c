@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "pool.h"
 
 static const char *act_names[XA_ACT_COUNT] = {
     [XA_ACT_GELU] = "gelu",       [XA_ACT_GELU_TANH] = "gelu_new", [XA_ACT_QUICK_GELU] = "quick_gelu",
@@ -17,7 +18,7 @@ const char *xa_act_name(xa_act a) { return (unsigned)a < XA_ACT_COUNT ? act_name
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-void xa_act_forward(float *out, const float *inp, xa_act act, int64_t N) {
+static void act_forward_serial(float *out, const float *inp, xa_act act, int64_t N) {
     switch (act) {
     case XA_ACT_GELU:
         for (int64_t i = 0; i < N; i++)
@@ -50,8 +51,8 @@ void xa_act_forward(float *out, const float *inp, xa_act act, int64_t N) {
     }
 }
 
-void xa_act_backward(float *dinp, const float *dout, const float *inp, const float *out, xa_act act,
-                     int64_t N) {
+static void act_backward_serial(float *dinp, const float *dout, const float *inp, const float *out,
+                                xa_act act, int64_t N) {
     switch (act) {
     case XA_ACT_GELU:
         for (int64_t i = 0; i < N; i++) {
@@ -106,15 +107,60 @@ bool xa_dropout_keep(uint64_t seed, int64_t i, float p) {
     return (float)(mix(seed, (uint64_t)i) >> 40) * 0x1.0p-24f >= p;
 }
 
+// Element ranges in parallel: every kernel here is independent per element.
+typedef struct {
+    float *out, *dinp;
+    const float *inp, *dout, *fwd_out;
+    xa_act act;
+    float p;
+    uint64_t seed;
+} elem_job;
+
+#define ELEM_GRAIN 16384
+
+static void act_fwd_range(void *arg, int64_t b, int64_t e) {
+    const elem_job *j = arg;
+    act_forward_serial(j->out + b, j->inp + b, j->act, e - b);
+}
+
+static void act_bwd_range(void *arg, int64_t b, int64_t e) {
+    const elem_job *j = arg;
+    act_backward_serial(j->dinp + b, j->dout + b, j->inp + b, j->fwd_out ? j->fwd_out + b : NULL,
+                        j->act, e - b);
+}
+
+void xa_act_forward(float *out, const float *inp, xa_act act, int64_t N) {
+    elem_job j = {.out = out, .inp = inp, .act = act};
+    xa_parallel_for(N, ELEM_GRAIN, act_fwd_range, &j);
+}
+
+void xa_act_backward(float *dinp, const float *dout, const float *inp, const float *out, xa_act act,
+                     int64_t N) {
+    elem_job j = {.dinp = dinp, .dout = dout, .inp = inp, .fwd_out = out, .act = act};
+    xa_parallel_for(N, ELEM_GRAIN, act_bwd_range, &j);
+}
+
+static void drop_fwd_range(void *arg, int64_t b, int64_t e) {
+    const elem_job *j = arg;
+    float scale = 1.0f / (1.0f - j->p);
+    for (int64_t i = b; i < e; i++)
+        j->out[i] = xa_dropout_keep(j->seed, i, j->p) ? j->inp[i] * scale : 0.0f;
+}
+
+static void drop_bwd_range(void *arg, int64_t b, int64_t e) {
+    const elem_job *j = arg;
+    float scale = 1.0f / (1.0f - j->p);
+    for (int64_t i = b; i < e; i++)
+        if (xa_dropout_keep(j->seed, i, j->p))
+            j->dinp[i] += j->dout[i] * scale;
+}
+
 void xa_dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N) {
-    float scale = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < N; i++)
-        out[i] = xa_dropout_keep(seed, i, p) ? inp[i] * scale : 0.0f;
+    elem_job j = {.out = out, .inp = inp, .p = p, .seed = seed};
+    xa_parallel_for(N, ELEM_GRAIN, drop_fwd_range, &j);
 }
 
 void xa_dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N) {
-    float scale = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < N; i++)
-        if (xa_dropout_keep(seed, i, p))
-            dinp[i] += dout[i] * scale;
+    elem_job j = {.dinp = dinp, .dout = dout, .p = p, .seed = seed};
+    xa_parallel_for(N, ELEM_GRAIN, drop_bwd_range, &j);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "pool.h"
 #include "xadapt/blas.h"
 
 static void mask_and_softmax(float *P, const float *key_mask, const xa_attn_shape *s) {
@@ -29,62 +30,84 @@ static const float *dropped(float *scratch, const float *P, const xa_attn_shape 
     return scratch;
 }
 
-void xa_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
-                          const float *key_mask, const xa_attn_shape *s, float *scratch) {
+typedef struct {
+    float *out, *probs, *dq, *dk, *dv;
+    const float *q, *k, *v, *key_mask, *dout;
+    const xa_attn_shape *s;
+} attn_job;
+
+static void forward_heads(void *arg, int64_t begin, int64_t end) {
+    const attn_job *j = arg;
+    const xa_attn_shape *s = j->s;
     int64_t H = s->H, Tq = s->Tq, Tk = s->Tk, Dk = s->Dk, Dv = s->Dv;
     int64_t ldq = H * Dk, ldv = H * Dv;
-    for (int64_t b = 0; b < s->B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            const float *Q = q + b * Tq * ldq + h * Dk, *K = k + b * Tk * ldq + h * Dk;
-            const float *V = v + b * Tk * ldv + h * Dv;
-            float *P = probs + (b * H + h) * Tq * Tk, *O = out + b * Tq * ldv + h * Dv;
-            xa_sgemm(false, true, Tq, Tk, Dk, s->scale, Q, ldq, K, ldq, 0.0f, P, Tk);
-            mask_and_softmax(P, key_mask ? key_mask + b * Tk : NULL, s);
-            const float *Pd = dropped(scratch, P, s, b * H + h);
-            xa_sgemm(false, false, Tq, Dv, Tk, 1.0f, Pd, Tk, V, ldv, 0.0f, O, ldv);
+    float *scratch = s->dropout > 0.0f ? xa_thread_scratch((size_t)(Tq * Tk) * sizeof(float)) : NULL;
+    for (int64_t blk = begin; blk < end; blk++) {
+        int64_t b = blk / H, h = blk % H;
+        const float *Q = j->q + b * Tq * ldq + h * Dk, *K = j->k + b * Tk * ldq + h * Dk;
+        const float *V = j->v + b * Tk * ldv + h * Dv;
+        float *P = j->probs + blk * Tq * Tk, *O = j->out + b * Tq * ldv + h * Dv;
+        xa_sgemm(false, true, Tq, Tk, Dk, s->scale, Q, ldq, K, ldq, 0.0f, P, Tk);
+        mask_and_softmax(P, j->key_mask ? j->key_mask + b * Tk : NULL, s);
+        const float *Pd = dropped(scratch, P, s, blk);
+        xa_sgemm(false, false, Tq, Dv, Tk, 1.0f, Pd, Tk, V, ldv, 0.0f, O, ldv);
+    }
+}
+
+void xa_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
+                          const float *key_mask, const xa_attn_shape *s) {
+    attn_job j = {.out = out, .probs = probs, .q = q, .k = k, .v = v, .key_mask = key_mask, .s = s};
+    xa_parallel_for(s->B * s->H, 1, forward_heads, &j);
+}
+
+static void backward_heads(void *arg, int64_t begin, int64_t end) {
+    const attn_job *j = arg;
+    const xa_attn_shape *s = j->s;
+    int64_t H = s->H, Tq = s->Tq, Tk = s->Tk, Dk = s->Dk, Dv = s->Dv;
+    int64_t ldq = H * Dk, ldv = H * Dv;
+    float *scratch = xa_thread_scratch((size_t)(2 * Tq * Tk) * sizeof(float));
+    float *dP = scratch, *pd_buf = scratch + Tq * Tk;
+    float keep_scale = s->dropout > 0.0f ? 1.0f / (1.0f - s->dropout) : 1.0f;
+    for (int64_t blk = begin; blk < end; blk++) {
+        int64_t b = blk / H, h = blk % H;
+        const float *Q = j->q + b * Tq * ldq + h * Dk, *K = j->k + b * Tk * ldq + h * Dk;
+        const float *V = j->v + b * Tk * ldv + h * Dv, *dO = j->dout + b * Tq * ldv + h * Dv;
+        const float *P = j->probs + blk * Tq * Tk;
+        if (j->dv) {
+            const float *Pd = dropped(pd_buf, P, s, blk);
+            xa_sgemm(true, false, Tk, Dv, Tq, 1.0f, Pd, Tk, dO, ldv, 1.0f,
+                     j->dv + b * Tk * ldv + h * Dv, ldv);
         }
+        if (!j->dq && !j->dk)
+            continue;
+        xa_sgemm(false, true, Tq, Tk, Dv, 1.0f, dO, ldv, V, ldv, 0.0f, dP, Tk);
+        for (int64_t t = 0; t < Tq; t++) {
+            float *g = dP + t * Tk;
+            const float *p = P + t * Tk;
+            if (s->dropout > 0.0f)
+                for (int64_t c = 0; c < Tk; c++)
+                    g[c] = xa_dropout_keep(s->seed, blk * Tq * Tk + t * Tk + c, s->dropout)
+                               ? g[c] * keep_scale
+                               : 0.0f;
+            double dot = 0;
+            for (int64_t c = 0; c < Tk; c++)
+                dot += (double)g[c] * p[c];
+            for (int64_t c = 0; c < Tk; c++)
+                g[c] = p[c] * (g[c] - (float)dot);
+        }
+        if (j->dq)
+            xa_sgemm(false, false, Tq, Dk, Tk, s->scale, dP, Tk, K, ldq, 1.0f,
+                     j->dq + b * Tq * ldq + h * Dk, ldq);
+        if (j->dk)
+            xa_sgemm(true, false, Tk, Dk, Tq, s->scale, dP, Tk, Q, ldq, 1.0f,
+                     j->dk + b * Tk * ldq + h * Dk, ldq);
+    }
 }
 
 void xa_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *probs,
-                           const xa_attn_shape *s, float *scratch) {
-    int64_t H = s->H, Tq = s->Tq, Tk = s->Tk, Dk = s->Dk, Dv = s->Dv;
-    int64_t ldq = H * Dk, ldv = H * Dv;
-    float *dP = scratch, *pd_buf = scratch + Tq * Tk;
-    float keep_scale = s->dropout > 0.0f ? 1.0f / (1.0f - s->dropout) : 1.0f;
-    for (int64_t b = 0; b < s->B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            int64_t blk = b * H + h;
-            const float *Q = q + b * Tq * ldq + h * Dk, *K = k + b * Tk * ldq + h * Dk;
-            const float *V = v + b * Tk * ldv + h * Dv, *dO = dout + b * Tq * ldv + h * Dv;
-            const float *P = probs + blk * Tq * Tk;
-            if (dv) {
-                const float *Pd = dropped(pd_buf, P, s, blk);
-                xa_sgemm(true, false, Tk, Dv, Tq, 1.0f, Pd, Tk, dO, ldv, 1.0f,
-                         dv + b * Tk * ldv + h * Dv, ldv);
-            }
-            if (!dq && !dk)
-                continue;
-            xa_sgemm(false, true, Tq, Tk, Dv, 1.0f, dO, ldv, V, ldv, 0.0f, dP, Tk);
-            for (int64_t t = 0; t < Tq; t++) {
-                float *g = dP + t * Tk;
-                const float *p = P + t * Tk;
-                if (s->dropout > 0.0f)
-                    for (int64_t j = 0; j < Tk; j++)
-                        g[j] = xa_dropout_keep(s->seed, blk * Tq * Tk + t * Tk + j, s->dropout)
-                                   ? g[j] * keep_scale
-                                   : 0.0f;
-                double dot = 0;
-                for (int64_t j = 0; j < Tk; j++)
-                    dot += (double)g[j] * p[j];
-                for (int64_t j = 0; j < Tk; j++)
-                    g[j] = p[j] * (g[j] - (float)dot);
-            }
-            if (dq)
-                xa_sgemm(false, false, Tq, Dk, Tk, s->scale, dP, Tk, K, ldq, 1.0f,
-                         dq + b * Tq * ldq + h * Dk, ldq);
-            if (dk)
-                xa_sgemm(true, false, Tk, Dk, Tq, s->scale, dP, Tk, Q, ldq, 1.0f,
-                         dk + b * Tk * ldq + h * Dk, ldq);
-        }
+                           const xa_attn_shape *s) {
+    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
+                  .probs = (float *)probs, .s = s};
+    xa_parallel_for(s->B * s->H, 1, backward_heads, &j);
 }

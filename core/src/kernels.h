@@ -52,13 +52,12 @@ typedef struct xa_attn_shape {
     uint64_t seed;
 } xa_attn_shape;
 // q (B,Tq,H*Dk), k (B,Tk,H*Dk), v (B,Tk,H*Dv), key_mask (B,Tk) 1 keep / 0 pad or NULL
-// -> out (B,Tq,H*Dv), probs (B,H,Tq,Tk) saved for backward (before dropout).
-// scratch: Tq*Tk floats, needed only with dropout.
+// -> out (B,Tq,H*Dv), probs (B,H,Tq,Tk) saved for backward (before dropout). Heads run in
+// parallel; scratch comes from each thread's own buffer.
 void xa_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
-                          const float *key_mask, const xa_attn_shape *s, float *scratch);
-// scratch: 2*Tq*Tk floats
+                          const float *key_mask, const xa_attn_shape *s);
 void xa_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *probs,
-                           const xa_attn_shape *s, float *scratch);
+                           const xa_attn_shape *s);
 
 #endif

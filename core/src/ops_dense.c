@@ -168,12 +168,9 @@ typedef struct {
 
 static void attention_bw(xa_ctx *ctx, xa_node *n) {
     attn_saved *s = n->saved;
-    float *scratch = xa_arena_alloc(ctx, (size_t)(2 * s->shape.Tq * s->shape.Tk) * sizeof(float));
-    if (!scratch)
-        return;
     xa_attention_backward(grad_of(ctx, n->in[0]), grad_of(ctx, n->in[1]), grad_of(ctx, n->in[2]),
                           n->out->grad, n->in[0]->data, n->in[1]->data, n->in[2]->data, s->probs,
-                          &s->shape, scratch);
+                          &s->shape);
 }
 
 xa_tensor *xa_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,
@@ -200,11 +197,10 @@ xa_tensor *xa_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,
     int64_t shape[3] = {B, Tq, v->shape[2]};
     xa_tensor *out = out_shaped(ctx, 3, shape);
     float *probs = xa_arena_alloc(ctx, (size_t)(B * H * Tq * Tk) * sizeof(float));
-    float *scratch = s.dropout > 0.0f ? xa_arena_alloc(ctx, (size_t)(Tq * Tk) * sizeof(float)) : NULL;
     float *mask = o->key_mask ? xa_op_copy(ctx, o->key_mask, (size_t)(B * Tk) * sizeof(float)) : NULL;
-    if (!out || !probs || (s.dropout > 0.0f && !scratch) || (o->key_mask && !mask))
+    if (!out || !probs || (o->key_mask && !mask))
         return NULL;
-    xa_attention_forward(out->data, probs, q->data, k->data, v->data, mask, &s, scratch);
+    xa_attention_forward(out->data, probs, q->data, k->data, v->data, mask, &s);
     xa_node *node;
     xa_tensor *in[3] = {q, k, v};
     out = record(ctx, "attention", attention_bw, out, 3, in, &node);
