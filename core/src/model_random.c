@@ -3,6 +3,7 @@
 // initialisation, optional f16/bf16 storage, prefixes and sharding. Names and shapes come from
 // the same table the loader binds through (model_spec.c).
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,9 +96,15 @@ static void fill(xa_ctx *ctx, const xa_tspec *s, float *v, int64_t n, float std)
     } else if (norm) {
         for (int64_t i = 0; i < n; i++)
             v[i] = 1.0f;
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            v[i] = std * xa_rng_normal(ctx);
+    } else { // Box-Muller, both values of each pair: weights for bert-base are 110M normals
+        for (int64_t i = 0; i < n; i += 2) {
+            float u1 = ((float)(xa_rng_next(ctx) >> 40) + 1.0f) * 0x1.0p-24f;
+            float u2 = (float)(xa_rng_next(ctx) >> 40) * 0x1.0p-24f;
+            float r = std * sqrtf(-2.0f * logf(u1)), a = 6.2831853f * u2;
+            v[i] = r * cosf(a);
+            if (i + 1 < n)
+                v[i + 1] = r * sinf(a);
+        }
     }
 }
 
