@@ -9,7 +9,7 @@
 
 #include "tok_internal.h"
 
-// --- bytes_to_unicode ---------------------------------------------------------------------------
+// --- bytes_to_unicode ----------------------------------------------------------------------------
 
 // GPT-2 keeps the printable Latin-1 bytes as themselves and moves the other 68 bytes, in order,
 // to U+0100.. so that every byte has a visible, non-space symbol.
@@ -49,8 +49,8 @@ void xa_tok_bpe_bytes_init(xa_tokenizer *tok) {
         int n = xa_tok_byte_symbol((uint8_t)b, buf);
         tok->byte_id[b] = xa_tok_vocab_find(&tok->vocab, buf, (size_t)n);
         memcpy(buf + n, tok->eow, tok->eow_len);
-        tok->byte_eow_id[b] = tok->eow_len ? xa_tok_vocab_find(&tok->vocab, buf, n + tok->eow_len)
-                                           : tok->byte_id[b];
+        tok->byte_eow_id[b] =
+            tok->eow_len ? xa_tok_vocab_find(&tok->vocab, buf, n + tok->eow_len) : tok->byte_id[b];
     }
 }
 
@@ -147,7 +147,7 @@ bool xa_tok_pre_bytelevel(const tok_pre *pre, const int32_t *cps, const tok_span
     return true;
 }
 
-// --- the CLIP regex --------------------------------------------------------------------------------
+// --- the CLIP regex ------------------------------------------------------------------------------
 // <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
 // Matches are kept as pieces, what lies between (whitespace) is removed (Split, invert, Removed).
 
@@ -196,7 +196,7 @@ bool xa_tok_pre_clip(const int32_t *cps, const tok_spans *in, tok_spans *out) {
     return true;
 }
 
-// --- merges: (left id, right id) -> rank and merged id --------------------------------------------
+// --- merges: (left id, right id) -> rank and merged id -------------------------------------------
 
 static uint64_t mix64(uint64_t x) {
     x ^= x >> 33;
@@ -210,8 +210,7 @@ static uint64_t pair_key(int32_t a, int32_t b) {
     return (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
 }
 
-static bool merges_find(const tok_merges *m, int32_t a, int32_t b, int32_t *rank,
-                        int32_t *merged) {
+static bool merges_find(const tok_merges *m, int32_t a, int32_t b, int32_t *rank, int32_t *merged) {
     if (!m->n_slots)
         return false;
     uint64_t key = pair_key(a, b);
@@ -278,10 +277,10 @@ void xa_tok_merges_deinit(tok_merges *m) {
     m->n_slots = m->count = 0;
 }
 
-// --- the word cache ---------------------------------------------------------------------------------
+// --- the word cache ------------------------------------------------------------------------------
 
 #define CACHE_MAX_ENTRIES (1u << 17)
-#define CACHE_MAX_WORD 256 // longer words are rare; HF does not cache them either
+#define CACHE_MAX_WORD    256 // longer words are rare; HF does not cache them either
 
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -360,7 +359,7 @@ void xa_tok_bpe_cache_deinit(tok_bpe_cache *c) {
     memset(c, 0, sizeof *c);
 }
 
-// --- BPE ------------------------------------------------------------------------------------------
+// --- BPE -----------------------------------------------------------------------------------------
 // HF's Word::merge_all: a heap of candidate merges ordered by (rank, position); a popped entry
 // that no longer matches its symbols is skipped.
 
@@ -486,7 +485,7 @@ bool xa_tok_bpe(xa_tokenizer *tok, const char *w, size_t n, tok_i32 *out) {
     return true;
 }
 
-// --- the byte-level decoder ------------------------------------------------------------------------
+// --- the byte-level decoder ----------------------------------------------------------------------
 
 bool xa_tok_bytelevel_decode(const xa_tokenizer *tok, const int32_t *ids, size_t n,
                              tok_bytes *out) {

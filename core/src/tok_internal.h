@@ -1,7 +1,7 @@
 // Private to the tokenizer files: the tokenizer's layout, the vocabulary hash, growable arrays and
-// the stages each model file implements. tokenizer.c owns loading, added tokens, templates and
-// Unicode helpers; tok_wordpiece.c the BERT normalizer, pre-tokenizer and WordPiece; tok_bpe.c
-// the byte-level and CLIP splitters and BPE. Never installed.
+// the stages each file implements. tok_load.c reads the files; tokenizer.c owns added tokens,
+// templates, the pipeline and Unicode helpers; tok_wordpiece.c the BERT normalizer,
+// pre-tokenizer and WordPiece; tok_bpe.c the byte-level and CLIP splitters and BPE. Not installed.
 #ifndef XADAPT_TOK_INTERNAL_H
 #define XADAPT_TOK_INTERNAL_H
 
@@ -12,7 +12,7 @@
 #include "internal.h"
 #include "xadapt/tokenizer.h"
 
-// --- growable arrays (false when memory is exhausted; callers report XA_ENOMEM) -------------
+// --- growable arrays (false when memory is exhausted; callers report XA_ENOMEM) ------------------
 
 typedef struct tok_i32 {
     int32_t *v;
@@ -43,7 +43,7 @@ bool xa_tok_bytes_push(tok_bytes *b, const char *s, size_t n);
 bool xa_tok_bytes_push_cp(tok_bytes *b, int32_t cp); // UTF-8 encode one code point
 bool xa_tok_spans_push(tok_spans *s, int32_t start, int32_t end, bool space);
 
-// --- vocabulary: token string <-> id, open addressing over a string pool --------------------
+// --- vocabulary: token string <-> id, open addressing over a string pool -------------------------
 
 typedef struct tok_vocab {
     char *pool; // NUL-terminated strings back to back
@@ -63,24 +63,24 @@ int32_t xa_tok_vocab_find(const tok_vocab *v, const char *s, size_t n);
 const char *xa_tok_vocab_str(const tok_vocab *v, int32_t id, size_t *n);
 void xa_tok_vocab_deinit(tok_vocab *v);
 
-// --- pipeline stages ---------------------------------------------------------------------------
+// --- pipeline stages -----------------------------------------------------------------------------
 
 typedef enum tok_norm_op {
-    NORM_BERT,          // BertNormalizer (tok_wordpiece.c)
+    NORM_BERT, // BertNormalizer (tok_wordpiece.c)
     NORM_NFC,
     NORM_NFD,
     NORM_NFKC,
     NORM_NFKD,
     NORM_LOWERCASE,
-    NORM_STRIP_ACCENTS, // drop Mn (HF's StripAccents; used after NFD)
+    NORM_STRIP_ACCENTS,  // drop Mn (HF's StripAccents; used after NFD)
     NORM_REPLACE_SPACES, // Replace(Regex \s+ -> content)
-    NORM_REPLACE,       // Replace(String pattern -> content)
+    NORM_REPLACE,        // Replace(String pattern -> content)
 } tok_norm_op;
 
 typedef struct tok_norm {
     tok_norm_op op;
     bool clean_text, chinese, strip_accents, lowercase; // NORM_BERT
-    int32_t *pattern, *content;                        // NORM_REPLACE*, code points
+    int32_t *pattern, *content;                         // NORM_REPLACE*, code points
     size_t n_pattern, n_content;
 } tok_norm;
 
@@ -127,9 +127,9 @@ typedef enum tok_model { MODEL_WORDPIECE = 1, MODEL_BPE = 2 } tok_model;
 typedef struct tok_bpe_cache {
     uint32_t *slots; // entry index + 1, 0 empty
     size_t n_slots, count;
-    tok_bytes keys;   // key bytes back to back
-    tok_i32 vals;     // ids back to back
-    uint32_t *entry;  // per entry: key off, key len, val off, val len
+    tok_bytes keys;  // key bytes back to back
+    tok_i32 vals;    // ids back to back
+    uint32_t *entry; // per entry: key off, key len, val off, val len
     size_t n_entry, entry_cap;
 } tok_bpe_cache;
 
@@ -174,29 +174,33 @@ struct xa_tokenizer {
 // The string of an id: the model's vocabulary, then the added tokens; "" when neither has it.
 const char *xa_tok_id_str(const xa_tokenizer *tok, int32_t id, size_t *len);
 
-// --- Unicode helpers (tokenizer.c) -------------------------------------------------------------
+// Runs the normalizers over tok->cps; *res is tok->cps or tok->cps2 (tokenizer.c).
+bool xa_tok_normalize(xa_tokenizer *tok, tok_i32 **res);
+
+// --- Unicode helpers (tokenizer.c) ---------------------------------------------------------------
 
 bool xa_tok_is_whitespace(int32_t c); // White_Space: Rust char::is_whitespace, Oniguruma \s
 bool xa_tok_is_letter(int32_t c);     // \p{L}
 bool xa_tok_is_number(int32_t c);     // \p{N}
 // Append c lowercased as Rust's char::to_lowercase does (U+0130 becomes two code points).
 bool xa_tok_lower_push(tok_i32 *out, int32_t c);
+// The code point at byte i of s[0..n) (-1 when invalid); *len its length in bytes (1 if invalid).
+int32_t xa_tok_utf8_at(const char *s, size_t n, size_t i, size_t *len);
 // NFC/NFD/NFKC/NFKD of in[0..n) appended to out; false when memory is exhausted.
 bool xa_tok_unicode_form(tok_norm_op form, const int32_t *in, size_t n, tok_i32 *out,
                          tok_bytes *scratch);
 
-// --- stages implemented by the model files ------------------------------------------------------
+// --- stages implemented by the model files -------------------------------------------------------
 
 // tok_wordpiece.c
-bool xa_tok_norm_bert(const tok_norm *nm, const int32_t *in, size_t n, tok_i32 *out,
-                      tok_i32 *tmp, tok_bytes *scratch);
+bool xa_tok_norm_bert(const tok_norm *nm, const int32_t *in, size_t n, tok_i32 *out, tok_i32 *tmp,
+                      tok_bytes *scratch);
 bool xa_tok_pre_bert(const int32_t *cps, const tok_spans *in, tok_spans *out);
 bool xa_tok_pre_whitespace(const int32_t *cps, const tok_spans *in, tok_spans *out);
 // Append the WordPiece ids of one word (UTF-8) to out.
 bool xa_tok_wordpiece(xa_tokenizer *tok, const char *w, size_t n, tok_i32 *out);
 // Append the decoded text of tokens ids[0..n) (HF WordPiece decoder).
-bool xa_tok_wordpiece_decode(const xa_tokenizer *tok, const int32_t *ids, size_t n,
-                             tok_bytes *out);
+bool xa_tok_wordpiece_decode(const xa_tokenizer *tok, const int32_t *ids, size_t n, tok_bytes *out);
 
 // tok_bpe.c
 bool xa_tok_pre_bytelevel(const tok_pre *p, const int32_t *cps, const tok_spans *in,
@@ -213,7 +217,6 @@ void xa_tok_bpe_cache_deinit(tok_bpe_cache *c);
 // The UTF-8 of the byte symbol for byte b (bytes_to_unicode); returns its length (1 or 2).
 int xa_tok_byte_symbol(uint8_t b, char out[4]);
 // Byte-level decode of ids[0..n) (HF ByteLevel decoder), appended as raw bytes.
-bool xa_tok_bytelevel_decode(const xa_tokenizer *tok, const int32_t *ids, size_t n,
-                             tok_bytes *out);
+bool xa_tok_bytelevel_decode(const xa_tokenizer *tok, const int32_t *ids, size_t n, tok_bytes *out);
 
 #endif

@@ -9,7 +9,7 @@
 
 #include "tok_internal.h"
 
-// --- BertNormalizer ----------------------------------------------------------------------------
+// --- BertNormalizer ------------------------------------------------------------------------------
 
 // HF's is_control: categories Cc, Cf, Co, Cs (not Cn), except the three whitespace controls.
 static bool is_control(int32_t c) {
@@ -19,8 +19,10 @@ static bool is_control(int32_t c) {
     case UTF8PROC_CATEGORY_CC:
     case UTF8PROC_CATEGORY_CF:
     case UTF8PROC_CATEGORY_CO:
-    case UTF8PROC_CATEGORY_CS: return true;
-    default: return false;
+    case UTF8PROC_CATEGORY_CS:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -33,8 +35,8 @@ static bool is_chinese(int32_t c) {
            (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
-bool xa_tok_norm_bert(const tok_norm *nm, const int32_t *in, size_t n, tok_i32 *out,
-                      tok_i32 *tmp, tok_bytes *scratch) {
+bool xa_tok_norm_bert(const tok_norm *nm, const int32_t *in, size_t n, tok_i32 *out, tok_i32 *tmp,
+                      tok_bytes *scratch) {
     tmp->n = 0;
     if (!xa_tok_i32_reserve(tmp, n))
         return false;
@@ -85,7 +87,7 @@ bool xa_tok_norm_bert(const tok_norm *nm, const int32_t *in, size_t n, tok_i32 *
     return true;
 }
 
-// --- BertPreTokenizer --------------------------------------------------------------------------
+// --- BertPreTokenizer ----------------------------------------------------------------------------
 
 // ASCII punctuation (Rust's is_ascii_punctuation) or any Unicode P* category.
 static bool is_bert_punct(int32_t c) {
@@ -99,8 +101,10 @@ static bool is_bert_punct(int32_t c) {
     case UTF8PROC_CATEGORY_PE:
     case UTF8PROC_CATEGORY_PI:
     case UTF8PROC_CATEGORY_PF:
-    case UTF8PROC_CATEGORY_PO: return true;
-    default: return false;
+    case UTF8PROC_CATEGORY_PO:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -162,7 +166,7 @@ bool xa_tok_wordpiece(xa_tokenizer *tok, const char *w, size_t n, tok_i32 *out) 
     size_t start = 0;
     while (start < n) {
         size_t plen = start > 0 ? tok->wp_prefix_len : 0;
-        // No vocabulary entry is longer than max_len bytes, so shorter ends are the only candidates.
+        // No vocabulary entry is longer than max_len bytes: only shorter ends can match.
         size_t end = n;
         if (end - start + plen > tok->vocab.max_len) {
             end = start + (tok->vocab.max_len > plen ? tok->vocab.max_len - plen : 0);
@@ -225,8 +229,8 @@ static bool replace_all(tok_bytes *s, const char *from, const char *to, tok_byte
 
 static bool cleanup(tok_bytes *s, tok_bytes *tmp) {
     static const char *const pairs[][2] = {
-        {" .", "."},   {" ?", "?"},     {" !", "!"},           {" ,", ","},
-        {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},         {" do not", " don't"},
+        {" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},
+        {" ' ", "'"},  {" n't", "n't"}, {" 'm", "'m"},   {" do not", " don't"},
         {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"},
     };
     for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)

@@ -17,9 +17,9 @@ extern "C" {
 typedef struct xa_tokenizer xa_tokenizer;
 
 typedef enum xa_tokenizer_kind {
-    XA_TOKENIZER_BERT = 1,    // BertNormalizer + BertPreTokenizer + WordPiece; [CLS] A [SEP] B [SEP]
-    XA_TOKENIZER_ROBERTA = 2, // ByteLevel (GPT-2 regex) + BPE; <s> A </s></s> B </s>
-    XA_TOKENIZER_CLIP = 3,    // NFC, \s+ -> " ", lowercase + CLIP regex + ByteLevel + BPE "</w>"
+    XA_TOKENIZER_BERT = 1,    // BertNormalizer, BertPreTokenizer, WordPiece; [CLS] A [SEP] B [SEP]
+    XA_TOKENIZER_ROBERTA = 2, // ByteLevel (GPT-2 regex), BPE; <s> A </s></s> B </s>
+    XA_TOKENIZER_CLIP = 3,    // NFC, \s+ -> " ", lowercase, CLIP regex, ByteLevel, BPE "</w>"
 } xa_tokenizer_kind;
 
 typedef struct xa_tokenizer_info {
@@ -37,8 +37,8 @@ typedef struct xa_tokenizer_info {
 // file and, for text files, the line: XA_EIO, XA_EFORMAT, XA_ENOTFOUND (no tokenizer files).
 XA_NODISCARD xa_status xa_tokenizer_load_dir(xa_ctx *ctx, const char *dir, xa_tokenizer **out);
 // One tokenizer.json. `kind` 0 infers the kind from the file's model and pre-tokenizer.
-XA_NODISCARD xa_status xa_tokenizer_load_json(xa_ctx *ctx, const char *path,
-                                              xa_tokenizer_kind kind, xa_tokenizer **out);
+XA_NODISCARD xa_status xa_tokenizer_load_json(xa_ctx *ctx, const char *path, xa_tokenizer_kind kind,
+                                              xa_tokenizer **out);
 // A WordPiece vocab.txt (id = line number) with BERT's defaults and the given lowercasing.
 XA_NODISCARD xa_status xa_tokenizer_load_vocab_txt(xa_ctx *ctx, const char *path, bool lowercase,
                                                    xa_tokenizer **out);
@@ -63,12 +63,12 @@ typedef enum xa_truncation {
 
 // Zero-initialized options are HF's defaults: special tokens, no truncation, no padding.
 typedef struct xa_encode_opts {
-    int32_t max_length;        // > 0: truncate to this many ids, special tokens included
-    xa_truncation truncation;  // how a pair is cut to max_length
-    int32_t pad_to;            // > 0: pad to this length (batch: every row); 0: no padding
-                               // (batch: pad to the longest row)
-    int32_t pad_multiple;      // > 0: round the padded length up to a multiple of this
-    bool no_special_tokens;    // leave out [CLS]/[SEP] (<s>, </s>, BOS/EOS)
+    int32_t max_length;       // > 0: truncate to this many ids, special tokens included
+    xa_truncation truncation; // how a pair is cut to max_length
+    int32_t pad_to;           // > 0: pad to this length (batch: every row); 0: no padding
+                              // (batch: pad to the longest row)
+    int32_t pad_multiple;     // > 0: round the padded length up to a multiple of this
+    bool no_special_tokens;   // leave out [CLS]/[SEP] (<s>, </s>, BOS/EOS)
 } xa_encode_opts;
 
 // One encoded text or pair. Zero-initialize; encoding into it again reuses its buffers.
@@ -98,17 +98,16 @@ void xa_token_batch_deinit(xa_token_batch *b);
 // batch (right padding with the pad id, mask 0, type id 0). XA_ERANGE when a row is longer than
 // opts->pad_to (set max_length to truncate); XA_EINVAL names the row of a bad text.
 XA_NODISCARD xa_status xa_tokenizer_encode_batch(xa_ctx *ctx, xa_tokenizer *tok,
-                                                 const char *const *texts,
-                                                 const char *const *pairs, int64_t n,
-                                                 const xa_encode_opts *opts, xa_token_batch *out);
+                                                 const char *const *texts, const char *const *pairs,
+                                                 int64_t n, const xa_encode_opts *opts,
+                                                 xa_token_batch *out);
 
 // ids -> text as HF decodes: WordPiece joins with spaces and glues "##" pieces (with HF's
 // clean-up of spaces before punctuation); byte-level BPE maps the symbols back to bytes (invalid
 // UTF-8 becomes U+FFFD); CLIP turns "</w>" into spaces and strips. *out is malloc'ed, caller
 // frees. XA_ERANGE for an id outside the vocabulary.
-XA_NODISCARD xa_status xa_tokenizer_decode(xa_ctx *ctx, const xa_tokenizer *tok,
-                                           const int32_t *ids, int64_t n, bool skip_special,
-                                           char **out);
+XA_NODISCARD xa_status xa_tokenizer_decode(xa_ctx *ctx, const xa_tokenizer *tok, const int32_t *ids,
+                                           int64_t n, bool skip_special, char **out);
 
 #ifdef __cplusplus
 }
