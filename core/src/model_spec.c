@@ -33,7 +33,8 @@ static void add(spec_list *l, xa_tensor **dst, xa_group g, int ndim, const int64
     vsnprintf(s->name, sizeof s->name, fmt, ap);
     va_end(ap);
     s->ndim = ndim;
-    memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
+    if (ndim) // a scalar (logit_scale) has no shape
+        memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
     s->dst = dst;
     s->group = g;
 }
