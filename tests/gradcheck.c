@@ -20,6 +20,8 @@ static const struct {
     {"cross_entropy", 1e-2f, 1e-3f, 2e-2f},
     {"kl_div",       1e-2f, 1e-3f, 3e-2f},
     {"cosine_loss",  1e-2f, 1e-3f, 3e-2f},
+    {"nst",          1e-2f, 2e-3f, 3e-2f},
+    {"ntxent",       1e-2f, 2e-3f, 3e-2f},
     {"adapter",      1e-2f, 4e-3f, 4e-2f},
     {"encoder",      1e-2f, 5e-3f, 5e-2f},
 };

@@ -1,7 +1,8 @@
-// Every adapter kind on a tiny frozen BERT: untrained adapters leave the base exactly as it was,
-// gradients through the adapter and the frozen layers above it match central differences,
-// a few steps lower a loss while the base fingerprint stays the same, and save/load round-trips
-// bit for bit.
+// Every adapter kind on a tiny frozen BERT: untrained adapters leave the base exactly as it was
+// (those that should), gradients through the adapter and the frozen layers above it match
+// central differences, a few steps lower a loss while the base fingerprint stays the same, and
+// save/load round-trips bit for bit. Then what is particular to each class: X-adapter experts,
+// K-Adapter as a side network (taps, skip rule, fusion, no PLM op on the tape), LoRA merging.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,14 +15,29 @@
 typedef struct {
     const char *cls, *opts;
     bool vlm;
+    // Untrained, the adapter leaves the base output bit for bit unchanged. K-Adapter cannot:
+    // its up-projection starts at N(0, 0.0002), not zero, and its side output a_K = x + u (a
+    // whole hidden state) is added to the last hidden state by the fusion.
+    bool identity_at_init;
 } kind;
 
 static const kind kinds[] = {
-    {"bottleneck", "{\"layers\": [0, 1], \"reduction_factor\": 4, \"non_linearity\": \"tanh\"}", false},
-    {"bottleneck", "{\"placement\": \"pfeiffer\", \"dim\": 5, \"non_linearity\": \"gelu\"}", false},
-    {"xadapter", "{\"layers\": [0, 1], \"dim\": 8, \"heads\": 2, \"dropout\": 0}", true},
+    {"bottleneck", "{\"layers\": [0, 1], \"reduction_factor\": 4, \"non_linearity\": \"tanh\"}",
+     false, true},
+    {"bottleneck", "{\"placement\": \"pfeiffer\", \"dim\": 5, \"non_linearity\": \"gelu\"}", false,
+     true},
+    {"xadapter", "{\"layers\": [0, 1], \"dim\": 8, \"heads\": 2, \"dropout\": 0}", true, true},
     {"xadapter", "{\"layers\": [1], \"at\": \"ffn\", \"dim\": 6, \"heads\": 3, \"ffn\": true, "
-                 "\"combine\": \"gate\", \"image_features\": \"pooled\", \"dropout\": 0}", true},
+                 "\"combine\": \"gate\", \"image_features\": \"pooled\", \"dropout\": 0}",
+     true, true},
+    {"kadapter", "{\"taps\": [0, 1, 2], \"size\": 8, \"heads\": 2, \"layers\": 1, \"dropout\": 0}",
+     false, false},
+    {"kadapter", "{\"taps\": [1, 2], \"size\": 6, \"heads\": 3, \"layers\": 2, "
+                 "\"intermediate\": 10, \"skip\": 2, \"mask\": true, \"dropout\": 0}",
+     false, false},
+    {"lora", "{\"targets\": [\"q\", \"v\"], \"rank\": 2}", false, true},
+    {"lora", "{\"targets\": [\"o\", \"ff1\", \"ff2\"], \"rank\": 3, \"alpha\": 6, \"layers\": [1]}",
+     false, true},
 };
 #define NKINDS (sizeof kinds / sizeof *kinds)
 
@@ -40,6 +56,8 @@ static float *copy_of(const xa_tensor *t) {
 
 Test(adapters, untrained_adapters_leave_the_base_bit_for_bit_unchanged) {
     for (size_t k = 0; k < NKINDS; k++) {
+        if (!kinds[k].identity_at_init)
+            continue;
         fixture f;
         fixture_open(&f, kinds[k].vlm);
         float *base = copy_of(fixture_forward(&f));
@@ -70,12 +88,14 @@ Test(adapters, gradients_match_central_differences) {
         fixture_randomize(&f, 0.2f);
         xa_params *ps = xa_net_params(f.net);
         size_t n = xa_params_count(ps);
-        xa_tensor *in[64];
-        for (size_t i = 0; i < n && i < 64; i++)
+        xa_tensor *in[128];
+        cr_assert_leq(n, 128, "%s: %zu parameters, raise the cap so every one is checked",
+                      kinds[k].cls, n);
+        for (size_t i = 0; i < n; i++)
             in[i] = xa_params_at(ps, i);
         gc_fixture = &f;
         gc_report rep;
-        bool ok = gradcheck(f.ctx, "adapter", gc_forward, in, (int)(n < 64 ? n : 64), NULL, &rep);
+        bool ok = gradcheck(f.ctx, "adapter", gc_forward, in, (int)n, NULL, &rep);
         cr_expect(ok, "%s %s: %d of %d off: %s", kinds[k].cls, kinds[k].opts, rep.failed,
                   rep.checked, rep.first_failure);
         fixture_close(&f);
@@ -231,5 +251,292 @@ Test(adapters, xadapter_needs_a_vlm_and_features) {
     cr_expect_null(fixture_forward(&f));
     cr_expect(strstr(xa_errmsg(f.ctx), "V-expert is on but the batch has no CLIP image features"),
               "%s", xa_errmsg(f.ctx));
+    fixture_close(&f);
+}
+
+// --- K-Adapter -----------------------------------------------------------------------------------
+
+static const char *const KA_SMALL =
+    "{\"taps\": [0, 1, 2], \"size\": 8, \"heads\": 2, \"layers\": 1}";
+
+// Forward on a net other than f->net (the arena is reset first: copy what must survive).
+static xa_tensor *forward_on(fixture *f, xa_net *n) {
+    xa_net_out out;
+    xa_arena_reset(f->ctx);
+    cr_assert_eq(xa_net_forward(f->ctx, n, &f->batch, NULL, &out), XA_OK, "%s", xa_errmsg(f->ctx));
+    return out.fused;
+}
+
+// Give `to` the values of the same-named parameters of `from`.
+static void copy_params(xa_net *to, xa_net *from) {
+    xa_params *pt = xa_net_params(to), *pf = xa_net_params(from);
+    for (size_t i = 0; i < xa_params_count(pt); i++) {
+        xa_tensor *dst = xa_params_at(pt, i), *src = xa_params_find(pf, xa_params_name(pt, i));
+        cr_assert(src && src->numel == dst->numel, "no %s to copy", xa_params_name(pt, i));
+        memcpy(dst->data, src->data, (size_t)dst->numel * sizeof(float));
+    }
+}
+
+Test(adapters, kadapter_training_step_records_no_plm_op_on_the_tape) {
+    fixture f;
+    fixture_open(&f, false);
+    xa_net_out out;
+    cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK);
+    cr_expect_eq(xa_tape_count(f.ctx, NULL), 0, "the frozen PLM alone records nothing");
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_set_training(f.ctx, true); // dropout 0.1 inside the adapter's BERT layers is on
+    xa_arena_reset(f.ctx);
+    cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK, "%s", xa_errmsg(f.ctx));
+    // What the adapter itself runs, per tap: down, N BERT layers (q, k, v, o, fc1, fc2, two
+    // LayerNorms, attention, GELU, two dropouts, two residual adds), up, and x + up; taps after
+    // the first add the previous output to their hidden state; the fusion adds one more.
+    const size_t K = 3, N = 1;
+    size_t linear = K * (2 + 6 * N), ln = K * 2 * N, attn = K * N, gelu = K * N, drop = K * 2 * N;
+    size_t add = K * (2 * N + 1) + (K - 1) + 1;
+    cr_expect_eq(xa_tape_count(f.ctx, "linear"), linear);
+    cr_expect_eq(xa_tape_count(f.ctx, "layernorm"), ln);
+    cr_expect_eq(xa_tape_count(f.ctx, "attention"), attn);
+    cr_expect_eq(xa_tape_count(f.ctx, xa_act_name(XA_ACT_GELU)), gelu);
+    cr_expect_eq(xa_tape_count(f.ctx, "dropout"), drop);
+    cr_expect_eq(xa_tape_count(f.ctx, "add"), add);
+    cr_expect_eq(xa_tape_count(f.ctx, NULL), linear + ln + attn + gelu + drop + add,
+                 "every recorded op is the adapter's own (no embedding, no frozen block)");
+    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
+    cr_assert_eq(xa_backward(f.ctx, xa_mse(f.ctx, out.fused, target)), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    for (int i = 0; i <= 2; i++)
+        cr_expect(!xa_tensor_needs_grad(out.plm.hidden[i]) && !out.plm.hidden[i]->grad,
+                  "hidden state %d of the frozen PLM must not need or get a gradient", i);
+    xa_tensor *w = xa_params_find(xa_net_params(f.net), "fac.a0.down.weight");
+    float g = 0;
+    for (int64_t i = 0; w && w->grad && i < w->numel; i++)
+        g = fmaxf(g, fabsf(w->grad[i]));
+    cr_expect_gt(g, 0.0f, "the first tap's down-projection must get a gradient");
+    xa_tensor_release(target);
+    fixture_close(&f);
+}
+
+Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    xa_tensor *fw = xa_params_find(xa_net_params(f.net), "fusion.weight");
+    cr_assert(fw, "concat fusion creates its projection");
+    cr_expect(fw->shape[0] == 32 && fw->shape[1] == 3 * 32, "[h_L; fac; lin] -> H");
+    xa_optim *opt = xa_optim_new(f.ctx, xa_net_params(f.net),
+                                 &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f});
+    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
+    float first = 0, last = 0;
+    for (int step = 0; step < 30; step++) {
+        xa_arena_reset(f.ctx);
+        xa_tensor *loss = xa_mse(f.ctx, fixture_forward(&f), target);
+        cr_assert_eq(xa_backward(f.ctx, loss), XA_OK, "%s", xa_errmsg(f.ctx));
+        if (step == 0) { // both adapters learn, independently of each other
+            xa_tensor *a = xa_params_find(xa_net_params(f.net), "fac.a2.up.weight");
+            xa_tensor *b = xa_params_find(xa_net_params(f.net), "lin.a2.up.weight");
+            cr_expect(a->grad && b->grad && a->grad[0] != 0 && b->grad[0] != 0);
+        }
+        cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+        if (step == 0)
+            first = loss->data[0];
+        last = loss->data[0];
+    }
+    cr_expect_lt(last, first * 0.97f, "loss %g -> %g", first, last);
+    xa_arena_reset(f.ctx);
+    float *y1 = copy_of(fixture_forward(&f));
+    char path[4200];
+    snprintf(path, sizeof path, "%s/ka.safetensors", make_tmpdir());
+    cr_assert_eq(xa_net_save(f.net, path), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_net *n2 = xa_net_new(f.ctx, f.plm, NULL, f.reg);
+    xa_net_set_fusion(n2, XA_FUSION_CONCAT); // the fusion mode is a net setting, not in the file
+    cr_assert_eq(xa_net_load(n2, path, false), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_adapter_count(n2), 2);
+    cr_expect_eq(max_abs_diff(forward_on(&f, n2), y1), 0.0f);
+    xa_net_free(n2);
+    free(y1);
+    xa_tensor_release(target);
+    xa_optim_free(opt);
+    fixture_close(&f);
+}
+
+// The official AdapterModel, after its c-th adapter (c = k + 1) with c % skip == 0, adds
+// outs[c / skip] (0-based) to what feeds the next tap and, at the last tap, to the output. With
+// taps (0, 1, 2) and skip 3 that is outs[1]: output = a_2 + a_1. Here a_1 comes from a second
+// adapter with the same weights and taps (0, 1) only.
+Test(adapters, kadapter_skip_adds_outs_at_count_over_skip_as_the_official_code_does) {
+    fixture f;
+    fixture_open(&f, false);
+    float *base = copy_of(fixture_forward(&f));
+    const char *opts[4] = {
+        "{\"taps\": [0, 1, 2], \"size\": 8, \"heads\": 2, \"layers\": 1, \"skip\": 3}",
+        KA_SMALL,
+        "{\"taps\": [0, 1], \"size\": 8, \"heads\": 2, \"layers\": 1}",
+        "{\"taps\": [0], \"size\": 8, \"heads\": 2, \"layers\": 1}",
+    };
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "k", opts[0]), XA_OK, "%s", xa_errmsg(f.ctx));
+    fixture_randomize(&f, 0.3f);
+    float *y[4];
+    y[0] = copy_of(forward_on(&f, f.net));
+    for (int i = 1; i < 4; i++) {
+        xa_net *n = xa_net_new(f.ctx, f.plm, NULL, f.reg);
+        cr_assert_eq(xa_net_insert(n, "kadapter", "k", opts[i]), XA_OK, "%s", xa_errmsg(f.ctx));
+        copy_params(n, f.net);
+        y[i] = copy_of(forward_on(&f, n));
+        xa_net_free(n);
+    }
+    float rule = 0, intent = 0; // against outs[1] (the code) and outs[0] (a plausible misreading)
+    for (int64_t i = 0; i < 2 * 7 * 32; i++) {
+        float added = y[0][i] - y[1][i];
+        rule = fmaxf(rule, fabsf(added - (y[2][i] - base[i])));
+        intent = fmaxf(intent, fabsf(added - (y[3][i] - base[i])));
+    }
+    cr_expect_lt(rule, 1e-5f, "skip 3 over taps (0, 1, 2) must add the second adapter's output");
+    cr_expect_gt(intent, 1e-2f, "the test must tell outs[1] from outs[0]");
+    for (int i = 0; i < 4; i++)
+        free(y[i]);
+    free(base);
+    fixture_close(&f);
+}
+
+Test(adapters, kadapter_attends_to_padding_unless_mask_is_set) {
+    for (int masked = 0; masked < 2; masked++) {
+        fixture f;
+        fixture_open(&f, false);
+        char opts[160];
+        snprintf(opts, sizeof opts, "{\"taps\": [0, 1, 2], \"size\": 8, \"heads\": 2, "
+                                    "\"layers\": 1, \"mask\": %s}", masked ? "true" : "false");
+        cr_assert_eq(xa_net_insert(f.net, "kadapter", NULL, opts), XA_OK, "%s", xa_errmsg(f.ctx));
+        fixture_randomize(&f, 0.3f);
+        float *y1 = copy_of(forward_on(&f, f.net));
+        f.ids[12] = 7, f.ids[13] = 8; // row 1's two padding tokens
+        xa_tensor *y2 = forward_on(&f, f.net);
+        float d = 0; // row 1, real tokens 0..4
+        for (int64_t i = 7 * 32; i < (7 + 5) * 32; i++)
+            d = fmaxf(d, fabsf(y2->data[i] - y1[i]));
+        if (masked)
+            cr_expect_eq(d, 0.0f, "with mask = true padding cannot reach real tokens");
+        else
+            cr_expect_gt(d, 1e-4f, "the official all-ones mask lets padding reach real tokens");
+        free(y1);
+        fixture_close(&f);
+    }
+}
+
+Test(adapters, kadapter_options_are_checked_and_default_taps_follow_the_rule) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_expect_eq(xa_net_insert(f.net, "kadapter", NULL, "{\"size\": 10, \"heads\": 4}"), XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "size 10 must be positive and divisible by heads 4"), "%s",
+              xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_insert(f.net, "kadapter", NULL, "{\"size\": 8, \"heads\": 2, \"skip\": 1}"),
+                 XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "skip = 1"), "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(
+        xa_net_insert(f.net, "kadapter", NULL, "{\"taps\": [3], \"size\": 8, \"heads\": 2}"),
+        XA_ERANGE);
+    cr_expect_eq(xa_params_count(xa_net_params(f.net)), 0, "failed inserts leave nothing");
+    // {0, L/2 - 1, L - 2} for L = 2 is {0, 0, 0}: one tap, on the embeddings
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", NULL, "{\"size\": 8, \"heads\": 2}"), XA_OK,
+                 "%s", xa_errmsg(f.ctx));
+    xa_params *ps = xa_net_params(f.net);
+    cr_expect(xa_params_find(ps, "kadapter.a0.down.weight") &&
+              !xa_params_find(ps, "kadapter.a1.down.weight"));
+    cr_expect(xa_params_find(ps, "kadapter.a0.l1.output.ln.bias") &&
+              !xa_params_find(ps, "kadapter.a0.l2.output.ln.bias"), "two BERT layers by default");
+    xa_tensor *fc1 = xa_params_find(ps, "kadapter.a0.l0.intermediate.weight");
+    cr_expect(fc1 && fc1->shape[0] == 32 && fc1->shape[1] == 8, "intermediate = 4 * size");
+    fixture_close(&f);
+}
+
+// --- LoRA ----------------------------------------------------------------------------------------
+
+static void zero_lora_b(xa_net *n) {
+    xa_params *ps = xa_net_params(n);
+    for (size_t i = 0; i < xa_params_count(ps); i++)
+        if (strstr(xa_params_name(ps, i), "lora_B")) {
+            xa_tensor *t = xa_params_at(ps, i);
+            memset(t->data, 0, (size_t)t->numel * sizeof(float));
+        }
+}
+
+Test(adapters, lora_merged_matches_unmerged_and_unmerge_restores_the_exact_path) {
+    fixture f;
+    fixture_open(&f, false);
+    float *base = copy_of(fixture_forward(&f));
+    const char *all = "{\"targets\": [\"q\", \"k\", \"v\", \"o\", \"ff1\", \"ff2\"], \"rank\": 2, "
+                      "\"alpha\": 3}";
+    cr_assert_eq(xa_net_insert(f.net, "lora", "lo", all), XA_OK, "%s", xa_errmsg(f.ctx));
+    fixture_randomize(&f, 0.1f); // B != 0: a trained-looking LoRA
+    float *y0 = copy_of(forward_on(&f, f.net));
+    cr_expect_gt(max_abs_diff(forward_on(&f, f.net), base), 1e-3f, "LoRA must change the output");
+    cr_assert_eq(xa_net_control(f.net, "lo", "merge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_lt(max_abs_diff(forward_on(&f, f.net), y0), 1e-5f, "W + s B A == W x + s B A x");
+    cr_expect_eq(xa_tape_count(f.ctx, NULL), 0, "merged, nothing left to train records");
+    cr_assert_eq(xa_net_control(f.net, "lo", "unmerge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(max_abs_diff(forward_on(&f, f.net), y0), 0.0f, "unmerge restores the exact path");
+    cr_assert_eq(xa_net_control(f.net, "lo", "unmerge"), XA_OK, "unmerging twice does nothing");
+    // While merged, the weights folded at merge time are used, not the live A and B ...
+    cr_assert_eq(xa_net_control(f.net, "lo", "merge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    float *y1 = copy_of(forward_on(&f, f.net));
+    zero_lora_b(f.net);
+    cr_expect_eq(max_abs_diff(forward_on(&f, f.net), y1), 0.0f);
+    // ... and merging again refolds them: W + 0 is W, so the base comes back bit for bit.
+    cr_assert_eq(xa_net_control(f.net, "lo", "merge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(max_abs_diff(forward_on(&f, f.net), base), 0.0f);
+    // one replacer per projection: a second LoRA on q cannot merge while the first is merged
+    cr_assert_eq(xa_net_insert(f.net, "lora", "lo2", "{\"targets\": \"q\", \"rank\": 1}"), XA_OK,
+                 "%s", xa_errmsg(f.ctx));
+    cr_expect_neq(xa_net_control(f.net, "lo2", "merge"), XA_OK);
+    cr_expect(strstr(xa_errmsg(f.ctx), "already replaced by lo"), "%s", xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_control(f.net, "lo", "unmerge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(max_abs_diff(forward_on(&f, f.net), base), 0.0f, "lo2 (B = 0) and lo (B = 0)");
+    free(y0), free(y1), free(base);
+    fixture_close(&f);
+}
+
+Test(adapters, lora_refuses_to_train_while_merged) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "lora", NULL, "{\"rank\": 2}"), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_control(f.net, "lora", "merge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_set_training(f.ctx, true);
+    xa_net_out out;
+    cr_expect_neq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK);
+    cr_expect(strstr(xa_errmsg(f.ctx), "unmerge before training"), "%s", xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_control(f.net, "lora", "unmerge"), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_arena_reset(f.ctx);
+    cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
+    cr_assert_eq(xa_backward(f.ctx, xa_mse(f.ctx, out.fused, target)), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    xa_tensor *b = xa_params_find(xa_net_params(f.net), "lora.l0.q.lora_B");
+    float g = 0;
+    for (int64_t i = 0; b && b->grad && i < b->numel; i++)
+        g = fmaxf(g, fabsf(b->grad[i]));
+    cr_expect_gt(g, 0.0f, "unmerged, B learns again");
+    xa_tensor_release(target);
+    fixture_close(&f);
+}
+
+Test(adapters, control_commands_are_checked) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "bottleneck", NULL, "{}"), XA_OK);
+    cr_assert_eq(xa_net_insert(f.net, "lora", NULL, "{}"), XA_OK);
+    cr_expect_eq(xa_net_control(f.net, "bottleneck", "merge"), XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "bottleneck 'bottleneck' takes no commands (got 'merge')"),
+              "%s", xa_errmsg(f.ctx));
+    cr_expect_neq(xa_net_control(f.net, "lora", "fold"), XA_OK);
+    cr_expect(strstr(xa_errmsg(f.ctx), "unknown command 'fold'") &&
+              strstr(xa_errmsg(f.ctx), "merge and unmerge"), "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_control(f.net, "lroa", "merge"), XA_ENOTFOUND);
+    cr_expect(strstr(xa_errmsg(f.ctx), "no adapter named 'lroa'"), "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_insert(f.net, "lora", "l2", "{\"targets\": [\"q\", \"x\"]}"), XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "'x' is not one of q, k, v, o, ff1, ff2"), "%s",
+              xa_errmsg(f.ctx));
     fixture_close(&f);
 }
