@@ -351,11 +351,20 @@ Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
     snprintf(path, sizeof path, "%s/ka.safetensors", make_tmpdir());
     cr_assert_eq(xa_net_save(f.net, path), XA_OK, "%s", xa_errmsg(f.ctx));
     xa_net *n2 = xa_net_new(f.ctx, f.plm, NULL, f.reg);
-    xa_net_set_fusion(n2, XA_FUSION_CONCAT); // the fusion mode is a net setting, not in the file
+    // the fresh net is left at the default (add): the file restores concat fusion itself
     cr_assert_eq(xa_net_load(n2, path, false), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_fusion(n2), XA_FUSION_CONCAT);
     cr_expect_eq(xa_net_adapter_count(n2), 2);
     cr_expect_eq(max_abs_diff(forward_on(&f, n2), y1), 0.0f);
     xa_net_free(n2);
+    // a file tensor without a place in the network is refused, never silently dropped
+    xa_net *n3 = xa_net_new(f.ctx, f.plm, NULL, f.reg);
+    cr_assert_eq(xa_net_insert(n3, "kadapter", "fac", KA_SMALL), XA_OK);
+    cr_assert_eq(xa_net_insert(n3, "kadapter", "lin", KA_SMALL), XA_OK);
+    cr_assert_eq(xa_net_insert(n3, "bottleneck", "extra", "{}"), XA_OK);
+    cr_expect_eq(xa_net_load(n3, path, false), XA_EFORMAT);
+    cr_expect(strstr(xa_errmsg(f.ctx), "no tensor 'extra."), "%s", xa_errmsg(f.ctx));
+    xa_net_free(n3);
     free(y1);
     xa_tensor_release(target);
     xa_optim_free(opt);

@@ -280,6 +280,7 @@ xa_tensor *xa_net_param(xa_net *n, const char *name, int ndim, const int64_t *sh
     return xa_params_add(n->params, name, ndim, shape, init);
 }
 void xa_net_set_fusion(xa_net *n, xa_fusion f) { n->fusion = f; }
+xa_fusion xa_net_fusion(const xa_net *n) { return n->fusion; }
 
 static xa_status unknown_adapter(xa_net *n, const char *name) {
     char list[512] = "";

@@ -44,6 +44,7 @@ xa_status xa_net_save(xa_net *n, const char *path) {
         xa_st_writer_meta(w, "base_fingerprint", xa_model_fingerprint(xa_net_plm(n)));
         xa_st_writer_meta(w, "base_model_type", xa_net_plm(n)->cfg.model_type);
         xa_st_writer_meta(w, "adapters", adapters);
+        xa_st_writer_meta(w, "fusion", xa_net_fusion(n) == XA_FUSION_CONCAT ? "concat" : "add");
         st = xa_st_writer_write(w, path);
     } else if (st == XA_OK) {
         st = xa_errorf(ctx, XA_ENOMEM, "out of memory writing %s", path);
@@ -60,6 +61,22 @@ static bool adapter_has_submodules(xa_net *n, const char *name) {
             return a->nsub > 0;
     }
     return false;
+}
+
+// Every tensor in the file must have a place in the network, or a silently dropped tensor
+// (a fusion projection, an adapter of another shape) would give wrong outputs without an error.
+// Head parameters are the exception: a script may load adapters without their old head.
+static xa_status check_unused(xa_ctx *ctx, xa_params *ps, const xa_st_file *f, const char *path) {
+    for (size_t i = 0; i < xa_st_count(f); i++) {
+        const char *name = xa_st_at(f, i)->name;
+        if (!strncmp(name, "head.", 5) || xa_params_find(ps, name))
+            continue;
+        return xa_errorf(ctx, XA_EFORMAT,
+                         "%s: tensor '%s' has no place in this network (was it saved with other "
+                         "adapters or another fusion?)",
+                         path, name);
+    }
+    return XA_OK;
 }
 
 static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const char *path) {
@@ -141,8 +158,13 @@ xa_status xa_net_load(xa_net *n, const char *path, bool force) {
         else
             st = xa_net_activate(n, name->valuestring, NULL, cJSON_IsFalse(en) ? 0 : -1);
     }
+    const char *fusion = xa_st_meta_get(f, "fusion");
+    if (st == XA_OK && fusion) // the file says how its side networks were fused
+        xa_net_set_fusion(n, !strcmp(fusion, "concat") ? XA_FUSION_CONCAT : XA_FUSION_ADD);
     if (st == XA_OK)
         st = xa_net_prepare(n);
+    if (st == XA_OK)
+        st = check_unused(ctx, xa_net_params(n), f, path);
     if (st == XA_OK)
         st = load_values(ctx, xa_net_params(n), f, path);
 out:

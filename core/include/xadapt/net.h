@@ -84,6 +84,7 @@ xa_model *xa_net_vlm_model(xa_net *n);
 // has no such action.
 xa_status xa_net_control(xa_net *n, const char *adapter, const char *command);
 void xa_net_set_fusion(xa_net *n, xa_fusion f);
+xa_fusion xa_net_fusion(const xa_net *n);
 
 typedef struct xa_net_batch {
     xa_text_batch text;
