@@ -549,3 +549,53 @@ Test(adapters, control_commands_are_checked) {
               xa_errmsg(f.ctx));
     fixture_close(&f);
 }
+
+// The frozen-prefix cache must be exact: the same outputs and the same training trajectory.
+static void prefix_cache_case(const char *cls, const char *opts) {
+    fixture a, b;
+    fixture_open(&a, false);
+    fixture_open(&b, false);
+    cr_assert_eq(xa_net_insert(a.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(a.ctx));
+    cr_assert_eq(xa_net_insert(b.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(b.ctx));
+    xa_net_set_prefix_cache(b.net, 64 << 20);
+    xa_optim *oa = xa_optim_new(a.ctx, xa_net_params(a.net), &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f});
+    xa_optim *ob = xa_optim_new(b.ctx, xa_net_params(b.net), &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f});
+    xa_tensor *target = rand_tensor(a.ctx, 2, 7, 32, 0);
+    for (int step = 0; step < 4; step++) {
+        xa_arena_reset(a.ctx);
+        xa_arena_reset(b.ctx);
+        xa_tensor *la = xa_mse(a.ctx, fixture_forward(&a), target);
+        xa_tensor *lb = xa_mse(b.ctx, fixture_forward(&b), target);
+        cr_assert(la && lb, "%s / %s", xa_errmsg(a.ctx), xa_errmsg(b.ctx));
+        cr_expect_eq(la->data[0], lb->data[0], "%s step %d: %g with the cache, %g without", cls,
+                     step, lb->data[0], la->data[0]);
+        cr_assert_eq(xa_backward(a.ctx, la), XA_OK, "%s", xa_errmsg(a.ctx));
+        cr_assert_eq(xa_backward(b.ctx, lb), XA_OK, "%s", xa_errmsg(b.ctx));
+        xa_optim_step(oa, -1, 1.0f);
+        xa_optim_step(ob, -1, 1.0f);
+    }
+    int64_t hits, misses;
+    xa_net_prefix_stats(b.net, &hits, &misses, NULL);
+    cr_expect_eq(hits, 3, "%s: every step after the first reuses the prefix", cls);
+    cr_expect_eq(misses, 1);
+    // with dropout in the base while training, the prefix is random: never reused
+    xa_set_training(b.ctx, true);
+    xa_arena_reset(b.ctx);
+    xa_net_out out;
+    xa_forward_opts fo = {.dropout = 0.1f};
+    cr_assert_eq(xa_net_forward(b.ctx, b.net, &b.batch, &fo, &out), XA_OK);
+    int64_t hits2;
+    xa_net_prefix_stats(b.net, &hits2, NULL, NULL);
+    cr_expect_eq(hits2, hits);
+    xa_tensor_release(target);
+    xa_optim_free(oa);
+    xa_optim_free(ob);
+    fixture_close(&a);
+    fixture_close(&b);
+}
+
+Test(adapters, frozen_prefix_cache_is_exact_for_in_stream_and_side_adapters) {
+    prefix_cache_case("bottleneck", "{\"layers\": [1], \"non_linearity\": \"tanh\"}");
+    prefix_cache_case("kadapter", "{\"size\": 8, \"heads\": 2, \"layers\": 1, \"taps\": [0, 1, 2], "
+                                  "\"intermediate\": 16, \"dropout\": 0}");
+}

@@ -150,10 +150,22 @@ xa_status xa_text_forward(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
     bool clip = m->cfg.arch == XA_ARCH_CLIP;
     xa_block_run r = {.cfg = &m->cfg.text, .pre_ln = clip, .causal = clip, .key_mask = b->mask,
                       .dropout = o->dropout, .attn_dropout = o->attn_dropout, .hooks = o->hooks};
-    xa_tensor *x = text_embeddings(ctx, m, b, o);
+    int first = 0;
+    xa_tensor *x;
+    if (o->start) { // a cached frozen prefix stands in for the embeddings and the blocks below
+        if (o->start_layer < 0 || o->start_layer > L)
+            return xa_errorf(ctx, XA_EINVAL, "text forward: start layer %d outside 0..%d",
+                             o->start_layer, L);
+        first = o->start_layer;
+        x = o->start;
+        for (int i = 0; out->hidden && i < first; i++)
+            out->hidden[i] = o->start_hidden ? o->start_hidden[i] : NULL;
+    } else {
+        x = text_embeddings(ctx, m, b, o);
+    }
     if (out->hidden)
-        out->hidden[0] = x;
-    for (int i = 0; i < L && x; i++) {
+        out->hidden[first] = x;
+    for (int i = first; i < L && x; i++) {
         x = xa_block_forward(ctx, &m->text_blocks[i], &r, i, x);
         if (out->hidden)
             out->hidden[i + 1] = x;

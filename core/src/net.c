@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "net_cache.h"
 #include "net_internal.h"
 
 typedef struct site_list {
@@ -28,6 +29,7 @@ struct xa_net {
     xa_adapter **replacer; // [layer * XA_SITE_COUNT + site]
     site_list *sites;      // [layer * XA_SITE_COUNT + site]
     xa_fusion fusion;
+    xa_prefix_cache *prefix; // NULL when off
     xa_tensor *fuse_w, *fuse_b; // concat fusion projection, created on first use
     char active_buf[256];
 };
@@ -76,7 +78,35 @@ void xa_net_free(xa_net *n) {
     free(n->replace);
     free(n->replacer);
     xa_params_free(n->params);
+    xa_prefix_cache_free(n->prefix);
     free(n);
+}
+
+void xa_net_set_prefix_cache(xa_net *n, size_t budget_bytes) {
+    xa_prefix_cache_free(n->prefix);
+    n->prefix = budget_bytes ? xa_prefix_cache_new(budget_bytes, n->plm->cfg.text.hidden) : NULL;
+}
+
+void xa_net_prefix_stats(const xa_net *n, int64_t *hits, int64_t *misses, size_t *bytes) {
+    xa_prefix_cache_stats(n->prefix, hits, misses, bytes);
+}
+
+// The hidden states the net needs from the frozen prefix: every side-network tap at or below the
+// lowest in-stream adapter K, and K itself (the stream the adapted blocks start from).
+static int prefix_layout(const xa_net *n, int *layers) {
+    int K = xa_net_lowest_site(n), count = 0;
+    bool want[XA_PREFIX_MAX_LAYERS] = {0};
+    if (K >= XA_PREFIX_MAX_LAYERS)
+        return 0;
+    want[K] = true;
+    for (size_t i = 0; i < n->nadapters; i++)
+        for (int t = 0; t < n->adapters[i]->ntaps; t++)
+            if (n->adapters[i]->taps[t] <= K)
+                want[n->adapters[i]->taps[t]] = true;
+    for (int l = 0; l <= K; l++)
+        if (want[l])
+            layers[count++] = l;
+    return count;
 }
 
 static xa_status unknown_adapter(xa_net *n, const char *name);
@@ -467,9 +497,29 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
     xa_forward_opts o = opts ? *opts : (xa_forward_opts){0};
     o.hooks = &hooks;
     o.all_hidden = o.all_hidden || nside > 0;
+    // The prefix is exact to reuse only while nothing random runs in it.
+    bool random_base = xa_is_training(ctx) && (o.dropout > 0.0f || o.attn_dropout > 0.0f);
+    int layers[XA_PREFIX_MAX_LAYERS], nl = 0;
+    xa_tensor *cached[XA_PREFIX_MAX_LAYERS], *below[XA_PREFIX_MAX_LAYERS] = {0};
+    bool hit = false;
+    if (n->prefix && !random_base && !o.start && (nl = prefix_layout(n, layers)) > 0) {
+        xa_prefix_cache_layout(n->prefix, layers, nl);
+        hit = xa_prefix_cache_lookup(ctx, n->prefix, &b->text, cached);
+        if (hit) {
+            for (int i = 0; i + 1 < nl; i++)
+                below[layers[i]] = cached[i];
+            o.start_layer = layers[nl - 1];
+            o.start = cached[nl - 1];
+            o.start_hidden = below;
+        } else {
+            o.all_hidden = true; // keep what the cache needs
+        }
+    }
     xa_status st = xa_text_forward(ctx, n->plm, &b->text, &o, &out->plm);
     if (st)
         return st;
+    if (nl > 0 && !hit)
+        xa_prefix_cache_store(n->prefix, &b->text, out->plm.hidden);
     xa_tensor **side = nside ? xa_arena_alloc(ctx, (size_t)nside * sizeof *side) : NULL;
     int k = 0;
     for (size_t i = 0; i < n->nadapters; i++) {

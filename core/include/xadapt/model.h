@@ -124,6 +124,12 @@ typedef struct xa_forward_opts {
     float dropout;            // hidden dropout when the context is training (0 = none)
     float attn_dropout;       // attention-probability dropout when training
     const xa_hooks *hooks;    // NULL = plain frozen encoder
+    // Resume from a cached frozen prefix: `start` is hidden state `start_layer` (B,T,H); the
+    // embeddings and blocks below it are skipped. start_hidden[i] (i < start_layer, may be
+    // NULL) fills out->hidden for taps below the start.
+    int start_layer;
+    xa_tensor *start;
+    xa_tensor *const *start_hidden;
 } xa_forward_opts;
 
 // BERT / RoBERTa / CLIP text tower. Tensors live in the step arena.

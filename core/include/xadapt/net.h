@@ -100,6 +100,11 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
                          const xa_forward_opts *opts, xa_net_out *out);
 // Lowest layer with an in-stream adapter (L when none): layers below it are a frozen prefix.
 int xa_net_lowest_site(const xa_net *n);
+// Keep frozen-prefix hidden states per example (up to `budget_bytes`; 0 turns it off), so later
+// epochs skip the blocks below the lowest in-stream adapter (all of them for side networks).
+// Used only while the prefix is deterministic: not when training with base dropout.
+void xa_net_set_prefix_cache(xa_net *n, size_t budget_bytes);
+void xa_net_prefix_stats(const xa_net *n, int64_t *hits, int64_t *misses, size_t *bytes);
 
 // One safetensors file with every adapter's parameters and, in __metadata__, plugin names and
 // versions, the ABI, each adapter's options and active sub-modules, and the fingerprint of
