@@ -2,6 +2,7 @@
 // over the JSON object a script passed, and the life cycle of adapter instances. Every entry is
 // a thin forward to libxadapt so the ABI stays a list of stable C signatures.
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,9 +212,11 @@ static xa_tensor *op_act(xa_ctx *ctx, xa_tensor *x, int act) {
 
 static xa_tensor *op_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,
                                const xa_attn_args *args) {
-    if (!args || args->struct_size < sizeof(xa_attn_args)) {
-        xa_errorf(ctx, XA_EABI, "attention: xa_attn_args of size %zu, expected %zu",
-                  args ? args->struct_size : 0, sizeof(xa_attn_args));
+    // Older plugins pass the struct as ABI 1.0 defined it; members appended later default.
+    const size_t v1_0 = offsetof(xa_attn_args, scale) + sizeof(float);
+    if (!args || args->struct_size < v1_0) {
+        xa_errorf(ctx, XA_EABI, "attention: xa_attn_args of size %zu, at least %zu",
+                  args ? args->struct_size : 0, v1_0);
         return NULL;
     }
     xa_attn_opts o = {.heads = args->heads, .causal = args->causal, .key_mask = args->key_mask,

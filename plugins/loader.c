@@ -15,6 +15,9 @@
 #ifndef XADAPT_BUILD_PLUGIN_DIR
 #define XADAPT_BUILD_PLUGIN_DIR ""
 #endif
+#ifndef XADAPT_BUILD_LIB_DIR
+#define XADAPT_BUILD_LIB_DIR ""
+#endif
 #ifndef XADAPT_INSTALL_PLUGIN_DIR
 #define XADAPT_INSTALL_PLUGIN_DIR "/usr/local/lib/xadapt/plugins"
 #endif
@@ -67,9 +70,11 @@ static plugin *add_record(xa_registry *r, const char *path) {
             return NULL;
         r->p = p, r->cap = cap;
     }
-    plugin *p = &r->p[r->n++];
+    plugin *p = &r->p[r->n];
     memset(p, 0, sizeof *p);
-    p->path = strdup(path);
+    if (!(p->path = strdup(path)))
+        return NULL;
+    r->n++;
     p->rec.path = p->path;
     return p;
 }
@@ -85,6 +90,7 @@ static xa_status refuse(xa_registry *r, plugin *p, xa_status code, const char *f
     p->refused = strdup(why);
     p->rec.refused = p->refused;
     p->rec.name = p->rec.version = NULL;
+    p->rec.classes = NULL;
     if (p->handle)
         dlclose(p->handle);
     p->handle = NULL;
@@ -107,7 +113,7 @@ xa_status xa_registry_load(xa_registry *r, const char *path) {
     if (same_file_loaded(r, path))
         return XA_OK;
     plugin *p = add_record(r, path);
-    if (!p || !p->path)
+    if (!p)
         return xa_errorf(r->ctx, XA_ENOMEM, "out of memory loading plugin %s", path);
     struct stat st;
     if (stat(path, &st) != 0)
@@ -126,8 +132,10 @@ xa_status xa_registry_load(xa_registry *r, const char *path) {
     p->info.struct_size = sizeof p->info;
     char *errmsg = NULL;
     int rc = init(xa_host_api_get(), &p->info, &errmsg);
-    if (p->info.abi_major == 0 && rc == 0)
+    if (p->info.abi_major == 0 && rc == 0) {
+        free(errmsg);
         return refuse(r, p, XA_EABI, "init did not fill in its plugin info (XA_PLUGIN_INFO_INIT)");
+    }
     if (p->info.abi_major != 0 && p->info.abi_major != XA_ABI_MAJOR) {
         free(errmsg);
         return refuse(r, p, XA_EABI,
@@ -158,6 +166,21 @@ xa_status xa_registry_load(xa_registry *r, const char *path) {
                           "class #%zu is incomplete (struct_size %zu, at least %zu; name, create "
                           "and forward are required)",
                           k, c->struct_size, (size_t)XA_CLASS_MIN_SIZE);
+        for (size_t j = 0; j < k; j++)
+            if (!strcmp(p->info.classes[j]->name, c->name))
+                return refuse(r, p, XA_EPLUGIN, "registers adapter class '%s' twice", c->name);
+    }
+    // The same plugin found again later on the search path (an installed copy behind
+    // XADAPT_PLUGIN_PATH, say) is shadowed by the first one, as PATH shadows programs.
+    for (size_t i = 0; i + 1 < r->n; i++)
+        if (r->p[i].handle && !strcmp(r->p[i].info.name, p->info.name)) {
+            refuse(r, p, XA_EPLUGIN, "shadowed by %s (same plugin '%s')", r->p[i].path,
+                   p->info.name);
+            xa_error_clear(r->ctx); // not an error: the first copy is in use
+            return XA_OK;
+        }
+    for (size_t k = 0; p->info.classes[k]; k++) {
+        const xa_adapter_class *c = p->info.classes[k];
         for (size_t i = 0; i + 1 < r->n; i++)
             for (size_t j = 0; r->p[i].handle && r->p[i].info.classes[j]; j++)
                 if (!strcmp(r->p[i].info.classes[j]->name, c->name))
@@ -169,6 +192,7 @@ xa_status xa_registry_load(xa_registry *r, const char *path) {
     p->rec.version = p->info.version ? p->info.version : "?";
     p->rec.abi_major = p->info.abi_major;
     p->rec.abi_minor = p->info.abi_minor;
+    p->rec.classes = p->info.classes;
     return XA_OK;
 }
 
@@ -208,16 +232,38 @@ static void scan_dir(xa_registry *r, const char *dir) {
     free(names);
 }
 
+// The build tree's adapters/ is searched only by a libxadapt that runs from the build tree, so
+// an installed xadapt never mixes in plugins from a build directory that happens to exist.
+static const char *build_plugin_dir(void) {
+    static const char *dir;
+    static bool done;
+    if (done)
+        return dir;
+    done = true;
+    dir = "";
+    Dl_info di;
+    char lib[4096], want[4096];
+    if (!*XADAPT_BUILD_PLUGIN_DIR || !dladdr((void *)xa_registry_new, &di) || !di.dli_fname ||
+        !realpath(di.dli_fname, lib) || !realpath(XADAPT_BUILD_LIB_DIR, want))
+        return dir;
+    char *slash = strrchr(lib, '/');
+    if (slash)
+        *slash = '\0';
+    if (!strcmp(lib, want))
+        dir = XADAPT_BUILD_PLUGIN_DIR;
+    return dir;
+}
+
 const char *xa_registry_path(xa_registry *r) {
     if (!r->path) {
+        const char *build = build_plugin_dir();
         const char *env = getenv("XADAPT_PLUGIN_PATH");
-        size_t len = (env ? strlen(env) : 0) + strlen(XADAPT_BUILD_PLUGIN_DIR) +
-                     strlen(XADAPT_INSTALL_PLUGIN_DIR) + 4;
+        size_t len = (env ? strlen(env) : 0) + strlen(build) + strlen(XADAPT_INSTALL_PLUGIN_DIR) + 4;
         r->path = malloc(len);
         if (!r->path)
             return "";
         snprintf(r->path, len, "%s%s%s%s%s", env && *env ? env : "", env && *env ? ":" : "",
-                 XADAPT_BUILD_PLUGIN_DIR, *XADAPT_BUILD_PLUGIN_DIR ? ":" : "",
+                 build, *build ? ":" : "",
                  XADAPT_INSTALL_PLUGIN_DIR);
     }
     return r->path;

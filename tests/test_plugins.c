@@ -74,7 +74,7 @@ Test(plugins, a_good_plugin_loads_and_registers_its_class) {
     const xa_adapter_class *c = xa_registry_find(r, "test_good", &from);
     cr_assert_not_null(c);
     cr_expect_str_eq(from->path, path);
-    cr_expect_str_eq(from->name, "test_plugin");
+    cr_expect_str_eq(from->name, "test_good");
     cr_expect_str_eq(from->version, "0.0.1");
     cr_expect_eq(from->abi_major, XA_ABI_MAJOR);
     cr_expect_eq(from->abi_minor, XA_ABI_MINOR);
@@ -95,6 +95,26 @@ Test(plugins, the_same_file_loaded_twice_is_loaded_once) {
     cr_expect_eq(xa_registry_load(r, other), XA_OK, "%s", xa_errmsg(ctx));
     cr_expect_eq(xa_registry_count(r), 1, "%zu records", xa_registry_count(r));
     cr_expect_eq(xa_errcode(ctx), XA_OK, "no duplicate-class refusal: %s", xa_errmsg(ctx));
+    xa_registry_free(r);
+    xa_ctx_free(ctx);
+}
+
+Test(plugins, a_copy_of_a_loaded_plugin_later_on_the_path_is_shadowed_not_an_error) {
+    xa_ctx *ctx = xa_ctx_new();
+    xa_registry *r = xa_registry_new(ctx);
+    const char *dir = make_tmpdir();
+    char copy[4200], cmd[8600];
+    snprintf(copy, sizeof copy, "%s/good.so", dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", plugin_path("good.so"), copy);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(xa_registry_load(r, plugin_path("good.so")), XA_OK, "%s", xa_errmsg(ctx));
+    cr_expect_eq(xa_registry_load(r, copy), XA_OK, "%s", xa_errmsg(ctx));
+    cr_assert_eq(xa_registry_count(r), 2);
+    const xa_plugin_record *rec = xa_registry_at(r, 1);
+    cr_expect(rec->refused && strstr(rec->refused, "shadowed by"), "%s", rec->refused);
+    const xa_plugin_record *from;
+    cr_expect_not_null(xa_registry_find(r, "test_good", &from));
+    cr_expect_eq(from, xa_registry_at(r, 0), "the first copy on the path is the one in use");
     xa_registry_free(r);
     xa_ctx_free(ctx);
 }
@@ -203,7 +223,7 @@ Test(plugins, cli_lists_refused_files_with_reasons_beside_the_good_plugins) {
         "search path:\n",
         getenv("XADAPT_TEST_PLUGIN_DIR"),
         plugin_path("good.so"),
-        "  plugin test_plugin 0.0.1, ABI 1.0\n",
+        "  plugin test_good 0.0.1, ABI 1.0\n",
         "    class test_good: identity adapter for the loader tests\n",
         "      sub-modules: a, b\n",
         "      options: layers, gain\n",
@@ -253,7 +273,7 @@ Test(plugins, cli_json_has_the_same_plugins_classes_and_refusals) {
     const cJSON *plugins = cJSON_GetObjectItemCaseSensitive(root, "plugins");
     const cJSON *good = find_by(plugins, "path", "/good.so");
     cr_assert(good, "%s", r.out);
-    cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(good, "name")->valuestring, "test_plugin");
+    cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(good, "name")->valuestring, "test_good");
     cr_expect_eq(cJSON_GetObjectItemCaseSensitive(good, "abi_major")->valueint, XA_ABI_MAJOR);
     const cJSON *cls =
         find_by(cJSON_GetObjectItemCaseSensitive(good, "classes"), "name", "test_good");

@@ -77,7 +77,7 @@ XA_PLUGIN_EXPORT int xa_plugin_init(const xa_host_api *host, xa_plugin_info *inf
     (void)info, (void)classes; // forgot XA_PLUGIN_INFO_INIT and still reports success
     return 0;
 #else
-    XA_PLUGIN_INFO_INIT(info, "test_plugin", "0.0.1", classes);
+    XA_PLUGIN_INFO_INIT(info, "test_" VARIANT_NAME, "0.0.1", classes);
 #if defined(VARIANT_MAJOR_NEWER)
     info->abi_major = XA_ABI_MAJOR + 1;
 #elif defined(VARIANT_MINOR_NEWER)

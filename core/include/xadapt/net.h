@@ -21,6 +21,7 @@ typedef struct xa_plugin_record {
     const char *name, *version; // NULL for refused files
     uint32_t abi_major, abi_minor;
     const char *refused;        // why the file was refused, NULL when loaded
+    const xa_adapter_class *const *classes; // NULL-terminated; NULL when refused
 } xa_plugin_record;
 
 xa_registry *xa_registry_new(xa_ctx *ctx);
