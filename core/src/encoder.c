@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "xadapt/tape.h"
 
 const char *xa_site_name(xa_site s) {
     static const char *names[XA_SITE_COUNT] = {"attn", "ffn", "out", "q", "k", "v", "o", "ff1", "ff2"};
@@ -136,6 +137,36 @@ static int64_t *eot_index(xa_ctx *ctx, const xa_model *m, const xa_text_batch *b
     return idx;
 }
 
+static bool block_has_sites(const xa_block_run *r, int layer) {
+    const xa_hooks *hk = r->hooks;
+    return hk && ((hk->enabled && hk->enabled[layer]) || (hk->replace && hk->replace[layer]));
+}
+
+// A block that records nothing (frozen weights, an input without gradient, no adapter sites)
+// keeps only its output: its intermediates are freed at once, so a frozen prefix costs one
+// block's worth of memory instead of all of them.
+static xa_tensor *run_block(xa_ctx *ctx, xa_model *m, const xa_block_run *r, int i, xa_tensor *x,
+                            xa_tensor **hidden) {
+    if (xa_tensor_needs_grad(x) || block_has_sites(r, i)) {
+        x = xa_block_forward(ctx, &m->text_blocks[i], r, i, x);
+        if (hidden)
+            hidden[i + 1] = x;
+        return x;
+    }
+    xa_tensor *keep = xa_tensor_arena(ctx, x->ndim, x->shape, false);
+    if (!keep)
+        return NULL;
+    xa_arena_mark mark = xa_arena_mark_get(ctx);
+    xa_tensor *y = xa_block_forward(ctx, &m->text_blocks[i], r, i, x);
+    if (!y || xa_tape_count(ctx, NULL) != mark.tape_count) // recorded after all: keep everything
+        return y ? (hidden ? hidden[i + 1] = y : y) : NULL;
+    memcpy(keep->data, y->data, (size_t)y->numel * sizeof(float));
+    xa_arena_rewind(ctx, mark);
+    if (hidden)
+        hidden[i + 1] = keep;
+    return keep;
+}
+
 xa_status xa_text_forward(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
                           const xa_forward_opts *opts, xa_text_out *out) {
     static const xa_forward_opts none = {0};
@@ -165,11 +196,8 @@ xa_status xa_text_forward(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
     }
     if (out->hidden)
         out->hidden[first] = x;
-    for (int i = first; i < L && x; i++) {
-        x = xa_block_forward(ctx, &m->text_blocks[i], &r, i, x);
-        if (out->hidden)
-            out->hidden[i + 1] = x;
-    }
+    for (int i = first; i < L && x; i++)
+        x = run_block(ctx, m, &r, i, x, out->hidden);
     if (clip && x) {
         x = xa_layernorm(ctx, x, m->final_ln_w, m->final_ln_b, m->cfg.text.eps);
         int64_t *idx = eot_index(ctx, m, b);

@@ -1,6 +1,7 @@
 // Tensor construction, reference counting, gradient buffers and the step arena. Kernels that
 // compute on tensors are in kernels_*.c; the graph-level ops that record on the tape in ops_*.c.
 #include "internal.h"
+#include "xadapt/tape.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +262,27 @@ void xa_arena_reset(xa_ctx *ctx) {
 }
 
 size_t xa_arena_used(const xa_ctx *ctx) { return ctx->arena.used_total; }
+
+xa_arena_mark xa_arena_mark_get(const xa_ctx *ctx) {
+    const xa_arena *a = &ctx->arena;
+    return (xa_arena_mark){.chunk = a->head, .used = a->head ? a->head->used : 0,
+                           .total = a->used_total, .tape_count = xa_tape_count(ctx, NULL)};
+}
+
+void xa_arena_rewind(xa_ctx *ctx, xa_arena_mark mark) {
+    XA_ASSERT(xa_tape_count(ctx, NULL) == mark.tape_count); // nodes would point into freed memory
+    xa_arena *a = &ctx->arena;
+    if (!mark.chunk) { // nothing was allocated at the mark
+        xa_arena_reset(ctx);
+        return;
+    }
+    xa_arena_chunk *c = mark.chunk;
+    for (xa_arena_chunk *n = c->next; n; n = n->next)
+        n->used = 0; // chunks after the mark's were filled only since the mark
+    c->used = mark.used;
+    a->head = c;
+    a->used_total = mark.total;
+}
 
 size_t xa_arena_capacity(const xa_ctx *ctx) {
     size_t n = 0;

@@ -106,6 +106,15 @@ float *xa_tensor_grad(xa_ctx *ctx, xa_tensor *t);
 // reused, never handed back between steps). 64-byte aligned.
 void *xa_arena_alloc(xa_ctx *ctx, size_t size);
 void xa_arena_reset(xa_ctx *ctx); // also clears the tape
+// Mark the arena and later free everything allocated since (no tape node may have been recorded
+// in between: rewinding is for work that backward will never read, like frozen layers).
+typedef struct xa_arena_mark {
+    void *chunk;
+    size_t used, total;
+    size_t tape_count;
+} xa_arena_mark;
+xa_arena_mark xa_arena_mark_get(const xa_ctx *ctx);
+void xa_arena_rewind(xa_ctx *ctx, xa_arena_mark mark);
 size_t xa_arena_used(const xa_ctx *ctx);
 size_t xa_arena_capacity(const xa_ctx *ctx);
 
