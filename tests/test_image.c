@@ -49,7 +49,8 @@ static int check_golden(const char *root) {
     xa_ctx *ctx = xa_ctx_new();
     cJSON *doc = NULL, *e;
     int ran = 0;
-    cJSON_ArrayForEach(e, golden_entries(&doc)) {
+    cJSON *entries = golden_entries(&doc); // cJSON_ArrayForEach expands its list twice
+    cJSON_ArrayForEach(e, entries) {
         if (strcmp(cJSON_GetObjectItem(e, "root")->valuestring, root) != 0)
             continue;
         const char *rel = cJSON_GetObjectItem(e, "source")->valuestring;
