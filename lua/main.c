@@ -25,6 +25,7 @@ static const command commands[] = {
     {"make-random", cmd_make_random, "write a random-weight checkpoint in Hugging Face layout"},
     {"encode", cmd_encode, "run the frozen encoder on texts, ids or images; write the outputs"},
     {"tokenize", cmd_tokenize, "print token ids for texts with a model directory's tokenizer"},
+    {"run", cmd_run, "run a Lua experiment script (xadapt run script.lua key=value ...)"},
     {"plugins", cmd_plugins, "list adapter plugins found on the search path, and any refused"},
     // one line per subcommand, in the order --help lists them
 };

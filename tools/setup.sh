@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev python3
       libopenblas-dev liblua5.4-dev lua5.4 libcjson-dev libcriterion-dev libutf8proc-dev
-      libjpeg62-turbo-dev libpng-dev)
+      libjpeg62-turbo-dev libpng-dev zlib1g-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,227 @@
+-- Training: objectives (classify, regress, mlm, a function), optimizers, accumulation and
+-- clipping, evaluation and early stopping, the same seed giving the same run, logs, the loss
+-- curve, checkpoints, and the errors of xa.train.
+package.path = (arg[0]:match("^(.*/)") or "./") .. "?.lua;" .. package.path
+local xa = require "xadapt"
+local H = require "harness"
+
+local plm = assert(xa.load_plm(H.bert()))
+local data = H.letters(48, 1)
+local dev = H.letters(24, 2)
+
+local function model(kind)
+  xa.seed(7)
+  local m = xa.model{plm = plm}
+  m:insert(kind or "bottleneck", {dim = 8})
+  m:head("cls", {kind = "classify", classes = 2, dropout = 0, pool = "mean"})
+  return m
+end
+
+-- classify: the loss falls, the logs and the curve are written
+local m = model()
+local log = H.out .. "/run.jsonl"
+local r = xa.train{model = m, data = data, head = "cls", optim = xa.adamw{lr = 2e-2},
+                   epochs = 6, batch = 8, seed = 1, log = log, progress = false,
+                   eval = {data = dev, metrics = {"accuracy", "f1", "matthews", "loss"}}}
+H.eq(r.steps, 36, "steps = epochs x batches")
+H.eq(#r.losses, 36, "a loss per step")
+local function mean(t, i, j)
+  local s = 0
+  for k = i, j do s = s + t[k] end
+  return s / (j - i + 1)
+end
+H.check(mean(r.losses, 31, 36) < mean(r.losses, 1, 6), "the loss falls (%g -> %g)",
+        mean(r.losses, 1, 6), mean(r.losses, 31, 36))
+H.eq(#r.evals, 6, "an evaluation per epoch")
+H.check(r.final.accuracy > 0.5, "accuracy %g", r.final.accuracy)
+H.check(r.final.f1 and r.final.matthews, "f1 and matthews")
+local lines, train_lines, eval_lines = 0, 0, 0
+for line in io.lines(log) do
+  lines = lines + 1
+  local e = xa.json.decode(line)
+  if e.type == "train" then
+    train_lines = train_lines + 1
+    H.check(e.loss and e.lr and e.grad_norm and e.step, "train line fields")
+  elseif e.type == "eval" then
+    eval_lines = eval_lines + 1
+  end
+end
+H.eq(train_lines, 36, "train lines")
+H.eq(eval_lines, 6, "eval lines")
+H.eq(r.plot, H.out .. "/run.svg", "the curve is written beside the log")
+local svg = H.read(r.plot)
+H.check(svg and svg:find("<polyline", 1, true) and svg:find("</svg>", 1, true), "SVG curve")
+H.check(svg:find(">step<", 1, true) and svg:find(">loss<", 1, true), "SVG axis labels")
+
+-- xa.evaluate agrees with the trainer's last evaluation
+local e = xa.evaluate{model = m, data = dev, head = "cls", metrics = {"accuracy", "loss"}}
+H.near(e.accuracy, r.final.accuracy, 1e-12, "evaluate accuracy")
+H.near(e.loss, r.final.loss, 1e-6, "evaluate loss")
+H.eq(e.n, #dev, "evaluated examples")
+
+-- the same seed gives the same run; another seed another
+local function losses(seed, extra)
+  local mm = model()
+  local o = {model = mm, data = data, head = "cls", optim = xa.adamw{lr = 1e-2}, max_steps = 5,
+             batch = 8, seed = seed, progress = false, dropout = 0.1}
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return xa.train(o).losses
+end
+local a, b, c = losses(3), losses(3), losses(4)
+for i = 1, 5 do H.eq(a[i], b[i], "same seed, step " .. i) end
+local differ = false
+for i = 1, 5 do differ = differ or a[i] ~= c[i] end
+H.check(differ, "another seed changes the run")
+
+-- accumulation: 2 x 4 accumulated is one step of 8 without dropout
+local acc = losses(3, {batch = 4, accumulate = 2, max_steps = 3, dropout = 0, shuffle = false})
+local one = losses(3, {batch = 8, max_steps = 3, dropout = 0, shuffle = false})
+H.near(acc[1], one[1], 1e-6, "accumulated first loss")
+H.near(acc[3], one[3], 1e-4, "accumulated training follows the big batch")
+-- clipping and SGD run and log the norm before clipping
+local norms = {}
+losses(3, {optim = xa.sgd{lr = 0.1, momentum = 0.9, nesterov = true}, clip = 1e-3,
+           on_step = function(s) norms[#norms + 1] = s.grad_norm end})
+H.check(norms[1] > 1e-3, "the logged norm is before clipping")
+
+-- regress and mlm objectives
+local mr = model()
+mr:head("reg", {kind = "regress", dropout = 0})
+local reg = xa.data.from({{text = "a b", label = 1.5}, {text = "c d", label = -0.5},
+                          {text = "e f", label = 0.5}, {text = "g h", label = 2.0}})
+local rr = xa.train{model = mr, data = reg, head = "reg", optim = xa.adamw{lr = 5e-2},
+                    epochs = 30, batch = 4, progress = false,
+                    eval = {data = reg, metrics = {"pearson", "spearman", "loss"}}}
+H.eq(xa.train ~= nil and rr.steps, 30, "regress steps")
+H.check(rr.loss < rr.losses[1], "regression loss falls")
+H.check(rr.final.pearson > 0.5, "pearson %g", rr.final.pearson)
+local mm = model()
+local rm = xa.train{model = mm, data = data, objective = "mlm", optim = xa.adamw{lr = 1e-2},
+                    epochs = 2, batch = 8, seed = 2, progress = false, eval = {data = dev}}
+H.check(rm.final.loss > 0, "mlm eval loss")
+-- the eval masks the same tokens every time and leaves the training RNG alone
+local e1 = xa.evaluate{model = mm, data = dev, objective = "mlm"}
+local e2 = xa.evaluate{model = mm, data = dev, objective = "mlm"}
+H.eq(e1.loss, e2.loss, "deterministic MLM evaluation")
+
+-- a choice head: one row per (example, choice), the label is the right choice
+local mc = model()
+mc:head("pick", {kind = "choice", choices = 3, pool = "mean", dropout = 0})
+local qa = {}
+for i = 1, 12 do
+  local right = (i - 1) % 3
+  local ch = {}
+  for j = 0, 2 do ch[j + 1] = j == right and "a a a" or "b c d" end
+  qa[i] = {text = "what is it", choices = ch, label = right}
+end
+local rc = xa.train{model = mc, data = xa.data.from(qa), head = "pick", optim = xa.adamw{lr = 3e-2},
+                    epochs = 15, batch = 4, progress = false,
+                    eval = {data = xa.data.from(qa), metrics = {"accuracy"}}}
+H.check(rc.final.accuracy > 0.9, "the choice head learns (accuracy %g)", rc.final.accuracy)
+
+-- a function objective combines losses
+local mf = model()
+mf:head("mlm", {kind = "mlm"})
+local rf = xa.train{model = mf, data = data, head = "cls", mlm = 0.15, max_steps = 4, batch = 8,
+                    progress = false,
+                    objective = function(s)
+                      return s:loss("classify") + 0.5 * s:loss("mlm", {head = "mlm"})
+                    end}
+H.eq(#rf.losses, 4, "function objective")
+H.raises(function()
+  xa.train{model = mf, data = data, head = "cls", max_steps = 1, progress = false,
+           objective = function() return 1 end}
+end, "the objective function must return a loss")
+local stale
+xa.train{model = mf, data = data, head = "cls", max_steps = 2, progress = false,
+         objective = function(s)
+           stale = s:loss("classify")
+           return stale
+         end}
+H.raises(function() return stale:value() end, "belongs to an earlier step")
+
+-- the step-level API: a loop of one's own
+local ms = model()
+local opt = xa.adamw{lr = 1e-2}
+opt:_bind(ms)
+local first, last
+for step = 1, 10 do
+  local b = xa.batch(ms:tokenizer(), data.examples, {1, 2, 3, 4, 5, 6, 7, 8}, {labels = "int"})
+  ms:_forward(b, {train = true})
+  local loss = ms:_loss("classify", {head = "cls"})
+  ms:_backward(loss)
+  if step == 1 then first = loss:value() end
+  last = loss:value()
+  ms:_end()
+  H.check(opt:step(1e-2, 1.0, 0) > 0, "gradient norm")
+end
+H.check(last < first, "own loop learns (%g -> %g)", first, last)
+H.eq(opt.steps, 10, "optimizer steps")
+H.eq(opt.kind, "adamw", "optimizer kind")
+local b = xa.batch(ms:tokenizer(), data.examples, {1, 2, 3}, {labels = "int"})
+ms:_forward(b, {train = false})
+local preds = ms:_predict("cls")
+H.eq(#preds, 3, "predictions")
+H.check(preds[1] == 0 or preds[1] == 1, "class indices")
+H.raises(function() ms:_backward(ms:_loss("classify", {head = "cls"})) end,
+         "backward after a forward with train = false")
+H.raises(function() ms:_loss("xent", {head = "cls"}) end, "'xent' is not a loss")
+ms:_end()
+H.raises(function() ms:_loss("classify", {head = "cls"}) end, "no forward pass in this step")
+H.raises(function() ms:_forward(b, {trian = true}) end, "unknown option 'trian'")
+
+-- early stopping and on_step
+local re = xa.train{model = model(), data = data, head = "cls", optim = xa.sgd{lr = 1e-9},
+                    max_steps = 60, batch = 8, progress = false,
+                    eval = {data = dev, every = 2, metrics = {"loss"}},
+                    early_stop = {metric = "loss", patience = 2, mode = "min"}}
+H.check(re.stopped:find("early stop", 1, true), "early stop: %s", re.stopped)
+H.check(re.steps < 60, "stopped early at %d", re.steps)
+local ro = xa.train{model = model(), data = data, head = "cls", max_steps = 10, progress = false,
+                    on_step = function(s) return s.step < 3 end}
+H.eq(ro.steps, 3, "on_step returning false stops")
+
+-- checkpoints: atomic files, {step} in the name
+local ck = H.out .. "/ck"
+assert(xa.mkdir(ck))
+xa.train{model = model(), data = data, head = "cls", max_steps = 4, batch = 8, progress = false,
+         checkpoint = {path = ck .. "/s{step}.safetensors", every = 2}}
+local files = xa.listdir(ck)
+table.sort(files)
+H.eq(table.concat(files, " "), "s2.safetensors s4.safetensors", "checkpoints, no temp files")
+
+-- errors: options, objectives, heads, data
+local base = {model = m, data = data, head = "cls", progress = false}
+local function with(t)
+  local o = {}
+  for k, v in pairs(base) do o[k] = v end
+  for k, v in pairs(t) do o[k] = v end
+  return function() xa.train(o) end
+end
+H.raises(with({epoch = 2}), "xa.train: unknown option 'epoch'", "epochs")
+H.raises(with({objective = "classfy"}), "objective = classfy", "classify, regress, mlm, distill")
+H.raises(with({head = "nope"}), "no head named 'nope'", "cls")
+H.raises(function() xa.train{model = m, data = data, objective = "classify"} end, "needs head =")
+H.raises(function() xa.train{model = m, data = data} end, "objective = classify | regress")
+H.raises(with({objective = "regress"}), "needs a regress head")
+H.raises(with({optim = {lr = 1}}), "optim must be xa.adamw")
+H.raises(with({data = {}}), "data must be a dataset")
+H.raises(with({data = xa.data.from({})}), "the data set is empty")
+H.raises(with({eval = {data = dev, metrics = {"pearson"}}}), "metric 'pearson' does not apply")
+H.raises(with({eval = {data = dev, evry = 2}}), "unknown option 'evry'", "every")
+H.raises(with({early_stop = {patience = 2}}), "early_stop needs eval")
+H.raises(with({eval = {data = dev}, early_stop = {metric = "f1"}}), "'f1' is not one of the eval metrics")
+H.raises(with({features = {images = true}}), "CLIP features need a VLM")
+H.raises(with({mlm = 1.5}), "mlm must be a masking probability")
+H.raises(with({data = xa.data.from({{text = "a", label = 5}})}), "label 5", "outside the head's 2 classes")
+H.raises(function() xa.adamw{lr = -1} end, "need lr > 0")
+H.raises(function() xa.adamw{betas = {0.9}} end, "betas = {beta1, beta2}")
+H.raises(function() xa.sgd{nesterov = true} end, "nesterov needs momentum")
+H.raises(function() xa.adamw{learning_rate = 1} end, "unknown option 'learning_rate'", "lr")
+local o2 = xa.adamw{}
+xa.train{model = m, data = data, head = "cls", max_steps = 1, optim = o2, progress = false}
+H.raises(function()
+  xa.train{model = model(), data = data, head = "cls", max_steps = 1, optim = o2, progress = false}
+end, "already trains another model")
+
+H.done("train")
