@@ -663,12 +663,9 @@ static int l_batch(lua_State *L) {
     int64_t cells = b->tok.rows * b->tok.cols;
     ALLOC(b->mask, cells);
     ALLOC(b->special, cells);
-    const xa_tokenizer_info *ti = xa_tokenizer_info_get(t->tok);
     for (int64_t c = 0; c < cells; c++) {
-        int32_t id = b->tok.input_ids[c];
         b->mask[c] = (float)b->tok.attention_mask[c];
-        b->special[c] =
-            !b->tok.attention_mask[c] || id == ti->bos_id || id == ti->eos_id || id == ti->pad_id;
+        b->special[c] = (uint8_t)(b->tok.special_mask[c] != 0);
     }
     lua_settop(L, bidx);
     return 1;

@@ -744,6 +744,7 @@ void xa_token_batch_deinit(xa_token_batch *b) {
     free(b->input_ids);
     free(b->attention_mask);
     free(b->token_type_ids);
+    free(b->special_mask);
     free(b->lengths);
     memset(b, 0, sizeof *b);
 }
@@ -792,8 +793,10 @@ xa_status xa_tokenizer_encode_batch(xa_ctx *ctx, xa_tokenizer *tok, const char *
     out->input_ids = xa_malloc(ctx, (cells ? cells : 1) * sizeof(int32_t));
     out->attention_mask = xa_malloc(ctx, (cells ? cells : 1) * sizeof(int32_t));
     out->token_type_ids = xa_malloc(ctx, (cells ? cells : 1) * sizeof(int32_t));
+    out->special_mask = xa_malloc(ctx, (cells ? cells : 1) * sizeof(int32_t));
     out->lengths = xa_malloc(ctx, (size_t)(n ? n : 1) * sizeof(int64_t));
-    if (!out->input_ids || !out->attention_mask || !out->token_type_ids || !out->lengths) {
+    if (!out->input_ids || !out->attention_mask || !out->token_type_ids || !out->special_mask ||
+        !out->lengths) {
         xa_token_batch_deinit(out);
         st = XA_ENOMEM;
         goto out_encs;
@@ -801,15 +804,16 @@ xa_status xa_tokenizer_encode_batch(xa_ctx *ctx, xa_tokenizer *tok, const char *
     int32_t pad = tok->info.pad_id < 0 ? 0 : tok->info.pad_id;
     for (int64_t i = 0; i < n; i++) {
         int32_t *ids = out->input_ids + i * cols, *mask = out->attention_mask + i * cols;
-        int32_t *types = out->token_type_ids + i * cols;
+        int32_t *types = out->token_type_ids + i * cols, *special = out->special_mask + i * cols;
         int64_t len = encs[i].len;
         out->lengths[i] = len;
         memcpy(ids, encs[i].ids, (size_t)len * sizeof *ids);
         memcpy(types, encs[i].type_ids, (size_t)len * sizeof *types);
+        memcpy(special, encs[i].special_mask, (size_t)len * sizeof *special);
         for (int64_t k = 0; k < cols; k++)
             mask[k] = k < len;
         for (int64_t k = len; k < cols; k++)
-            ids[k] = pad, types[k] = 0;
+            ids[k] = pad, types[k] = 0, special[k] = 1; // padding is special (never masked)
     }
 out_encs:
     for (int64_t i = 0; i < n; i++)

@@ -90,6 +90,7 @@ XA_NODISCARD xa_status xa_tokenizer_encode(xa_ctx *ctx, xa_tokenizer *tok, const
 typedef struct xa_token_batch {
     int64_t rows, cols;
     int32_t *input_ids, *attention_mask, *token_type_ids;
+    int32_t *special_mask; // 1 for template tokens, added special tokens and padding
     int64_t *lengths; // unpadded length of each row
 } xa_token_batch;
 void xa_token_batch_deinit(xa_token_batch *b);
