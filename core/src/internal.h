@@ -22,6 +22,13 @@ typedef struct xa_arena {
 
 struct xa_tape; // tape.c
 
+// Gradient buffers of activations that backward has finished with, by size, for reuse within
+// the same step: activation gradients then cost a few live buffers instead of one per op.
+typedef struct xa_free_grad {
+    struct xa_free_grad *next;
+    size_t bytes;
+} xa_free_grad;
+
 struct xa_ctx {
     xa_status code;
     char msg[XA_ERRMSG_MAX];
@@ -30,7 +37,11 @@ struct xa_ctx {
     struct xa_tape *tape;
     bool grad_enabled; // recording allowed (xa_grad_mode)
     bool training;     // dropout active
+    xa_free_grad *free_grads; // in the arena; emptied by xa_arena_reset
 };
+
+// Give an activation's gradient buffer back for reuse (backward is done with it).
+void xa_grad_recycle(xa_ctx *ctx, xa_tensor *t);
 
 void xa_arena_deinit(xa_arena *a);
 void xa_tape_clear(xa_ctx *ctx);

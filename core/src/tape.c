@@ -80,6 +80,9 @@ xa_status xa_backward(xa_ctx *ctx, xa_tensor *loss) {
         n->backward(ctx, n);
         if (ctx->code == XA_ENOMEM)
             return XA_ENOMEM;
+        // Every consumer of n->out ran before n (reverse order): its gradient is spent.
+        if (n->out != loss)
+            xa_grad_recycle(ctx, n->out);
     }
     return XA_OK;
 }

@@ -188,7 +188,15 @@ float *xa_tensor_grad(xa_ctx *ctx, xa_tensor *t) {
         return t->grad;
     size_t bytes = (size_t)t->numel * sizeof(float);
     if (t->flags & XA_TENSOR_ARENA) {
-        t->grad = xa_arena_alloc(ctx, bytes);
+        xa_free_grad **at = &ctx->free_grads;
+        while (*at && (*at)->bytes != bytes)
+            at = &(*at)->next;
+        if (*at) { // a finished gradient of the same size: reuse it
+            t->grad = (float *)*at;
+            *at = (*at)->next;
+        } else {
+            t->grad = xa_arena_alloc(ctx, bytes);
+        }
     } else {
         t->grad = xa_aligned_alloc(ctx, bytes);
     }
@@ -252,8 +260,20 @@ xa_tensor *xa_tensor_arena(xa_ctx *ctx, int ndim, const int64_t *shape, bool zer
     return t;
 }
 
+void xa_grad_recycle(xa_ctx *ctx, xa_tensor *t) {
+    size_t bytes = (size_t)t->numel * sizeof(float);
+    if (!t->grad || !(t->flags & XA_TENSOR_ARENA) || bytes < sizeof(xa_free_grad))
+        return;
+    xa_free_grad *f = (xa_free_grad *)t->grad;
+    f->bytes = bytes;
+    f->next = ctx->free_grads;
+    ctx->free_grads = f;
+    t->grad = NULL;
+}
+
 void xa_arena_reset(xa_ctx *ctx) {
     xa_tape_clear(ctx);
+    ctx->free_grads = NULL;
     xa_arena *a = &ctx->arena;
     for (xa_arena_chunk *c = a->first; c; c = c->next)
         c->used = 0;
@@ -282,6 +302,7 @@ void xa_arena_rewind(xa_ctx *ctx, xa_arena_mark mark) {
     c->used = mark.used;
     a->head = c;
     a->used_total = mark.total;
+    ctx->free_grads = NULL; // some may lie in the freed region
 }
 
 size_t xa_arena_capacity(const xa_ctx *ctx) {
