@@ -11,7 +11,7 @@
 #include "xl.h"
 
 static void run_usage(FILE *f) {
-    fprintf(f, "usage: xadapt run SCRIPT.lua [key=value ...] [word ...]\n"
+    fprintf(f, "usage: xadapt run [--frozen-report] SCRIPT.lua [key=value ...] [word ...]\n"
                "\n"
                "Run an experiment script. The script loads the module with\n"
                "    local xa = require \"xadapt\"\n"
@@ -21,6 +21,9 @@ static void run_usage(FILE *f) {
                "\n"
                "On an error the script's file:line, the message and a Lua traceback go to stderr\n"
                "and the exit status is 1 (2 for a usage error like this one).\n"
+               "\n"
+               "Frozen means frozen: every model's weight fingerprint is taken at load and checked\n"
+               "again at the end; a change is an error (exit 1). --frozen-report prints both.\n"
                "\n"
                "The module, in brief (docs/lua-api.md has every option and error):\n"
                "  xa.load_plm(dir), xa.load_vlm(dir)       frozen BERT/RoBERTa and CLIP\n"
@@ -81,6 +84,14 @@ int cmd_run(int argc, char **argv) {
         run_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "--frozen-report")) {
+        xl_frozen_report = true;
+        argv++, argc--;
+        if (argc < 2) {
+            run_usage(stderr);
+            return 2;
+        }
+    }
     const char *script = argv[1];
     lua_State *L = luaL_newstate();
     if (!L) {
@@ -122,6 +133,8 @@ int cmd_run(int argc, char **argv) {
         rc = 1;
     }
     fflush(stdout);
-    lua_close(L); // runs every finalizer: models, nets, plugins, the context
+    lua_close(L); // runs every finalizer: models (checking they stayed frozen), nets, plugins
+    if (xl_frozen_violations)
+        rc = 1;
     return rc;
 }

@@ -25,8 +25,23 @@ xl_encoder *xl_check_encoder(lua_State *L, int idx) {
     return e;
 }
 
+bool xl_frozen_report;
+int xl_frozen_violations;
+
 static int encoder_gc(lua_State *L) {
     xl_encoder *e = luaL_checkudata(L, 1, XL_ENCODER);
+    if (e->m) {
+        // The script's context may already be collected: check with a private one.
+        xa_ctx *ctx = xa_ctx_new();
+        if (ctx && xa_model_verify(ctx, e->m) != XA_OK) {
+            fprintf(stderr, "xadapt: %s\n", xa_errmsg(ctx));
+            xl_frozen_violations++;
+        } else if (ctx && xl_frozen_report) {
+            fprintf(stderr, "frozen: %s fingerprint %s unchanged at the end of the run\n",
+                    xa_model_dir(e->m), xa_model_fingerprint(e->m));
+        }
+        xa_ctx_free(ctx);
+    }
     xa_model_free(e->m);
     e->m = NULL;
     return 0;
@@ -42,6 +57,9 @@ static int load_encoder(lua_State *L, bool vlm) {
     luaL_setmetatable(L, XL_ENCODER);
     if (xa_model_load(xl_ctx(L), dir, &e->m) != XA_OK)
         return xl_fail(L);
+    const char *fp = xa_model_fingerprint(e->m); // taken now, checked when the model goes
+    if (xl_frozen_report)
+        fprintf(stderr, "frozen: %s fingerprint %s at load\n", dir, fp);
     bool clip = xa_model_config_of(e->m)->arch == XA_ARCH_CLIP;
     if (clip != vlm)
         return xl_failf(L, "%s is a %s checkpoint; load it with xa.%s", dir,

@@ -87,6 +87,11 @@ typedef struct xl_encoder {
     xa_model *m;
 } xl_encoder;
 
+// Provable freezing: every frozen model's fingerprint is taken at load and checked again when
+// the model is collected; a change is counted (xadapt run then exits 1) and reported.
+extern bool xl_frozen_report; // print the fingerprints at load and at the end (--frozen-report)
+extern int xl_frozen_violations;
+
 typedef struct xl_head {
     xa_head *h; // NULL for a projection head (distillation student), built by the binding
     char *name;

@@ -214,3 +214,16 @@ Test(encoders, frozen_weights_are_read_only_views_of_the_file) {
     cr_expect_gt(xa_model_param_count(m), 1000);
     xa_model_free(m);
 }
+
+Test(encoders, a_changed_weight_is_caught_by_verify) {
+    xa_model *m; // f16 storage: the weights are converted copies, so a test can change one
+    cr_assert_eq(xa_model_load(ctx, fixture("bert_f16"), &m), XA_OK, "%s", xa_errmsg(ctx));
+    char before[17];
+    snprintf(before, sizeof before, "%s", xa_model_fingerprint(m));
+    cr_expect_eq(xa_model_verify(ctx, m), XA_OK);
+    xa_model_block(m, 1)->w1->data[3] += 1e-3f;
+    cr_expect_eq(xa_model_verify(ctx, m), XA_ESTATE);
+    cr_expect(strstr(xa_errmsg(ctx), "frozen weights changed") && strstr(xa_errmsg(ctx), before),
+              "%s", xa_errmsg(ctx));
+    xa_model_free(m);
+}

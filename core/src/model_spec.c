@@ -221,9 +221,7 @@ static uint64_t hash_bytes(uint64_t seed, const unsigned char *p, size_t n) {
     return h;
 }
 
-const char *xa_model_fingerprint(xa_model *m) {
-    if (m->fingerprint[0])
-        return m->fingerprint;
+static uint64_t weights_hash(const xa_model *m) {
     uint64_t h = 0x78616461707421ull; // "xadapt!"
     for (size_t i = 0; i < m->nspec; i++) {
         const xa_tensor *t = *m->spec[i].dst;
@@ -232,6 +230,23 @@ const char *xa_model_fingerprint(xa_model *m) {
         h = hash_bytes(h, (const unsigned char *)m->spec[i].name, strlen(m->spec[i].name));
         h = hash_bytes(h, (const unsigned char *)t->data, (size_t)t->numel * sizeof(float));
     }
-    snprintf(m->fingerprint, sizeof m->fingerprint, "%016llx", (unsigned long long)h);
+    return h;
+}
+
+const char *xa_model_fingerprint(xa_model *m) {
+    if (!m->fingerprint[0])
+        snprintf(m->fingerprint, sizeof m->fingerprint, "%016llx",
+                 (unsigned long long)weights_hash(m));
     return m->fingerprint;
+}
+
+xa_status xa_model_verify(xa_ctx *ctx, xa_model *m) {
+    char before[17], now[17];
+    snprintf(before, sizeof before, "%s", xa_model_fingerprint(m));
+    snprintf(now, sizeof now, "%016llx", (unsigned long long)weights_hash(m));
+    if (strcmp(before, now))
+        return xa_errorf(ctx, XA_ESTATE,
+                         "%s: the frozen weights changed: fingerprint %s when first taken, %s now",
+                         m->dir, before, now);
+    return XA_OK;
 }

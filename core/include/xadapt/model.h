@@ -53,6 +53,9 @@ bool xa_model_has_pooler(const xa_model *m);
 int64_t xa_model_param_count(const xa_model *m);
 // A 64-bit content hash of every weight byte, as 16 hex digits (computed once, then cached).
 const char *xa_model_fingerprint(xa_model *m);
+// Hash the weights again and compare with the cached fingerprint (taking it now if it never
+// was): XA_ESTATE naming both when a frozen weight changed. This is how a run proves freezing.
+xa_status xa_model_verify(xa_ctx *ctx, xa_model *m);
 // Weights of the text tower's block `i`, for adapters that need them (LoRA merges).
 xa_block *xa_model_block(xa_model *m, int i);
 
