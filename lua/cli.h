@@ -13,6 +13,7 @@ int cmd_encode(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_plugins(int argc, char **argv);
 
 // Print "xadapt <cmd>: <message>" to stderr for the context's current error; returns 1.

@@ -27,6 +27,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print token ids for texts with a model directory's tokenizer"},
     {"run", cmd_run, "run a Lua experiment script (xadapt run script.lua key=value ...)"},
     {"plugins", cmd_plugins, "list adapter plugins found on the search path, and any refused"},
+    {"bench", cmd_bench, "time a workload (sgemm, forward, training steps); see bench/run.py"},
     // one line per subcommand, in the order --help lists them
 };
 
