@@ -114,8 +114,9 @@ Test(lua, run_usage_and_help) {
     const char *help[] = {"run", "--help", NULL};
     run_result r = run_xadapt(help);
     cr_expect_eq(r.status, 0);
-    cr_expect(strstr(r.out, "usage: xadapt run SCRIPT.lua") && strstr(r.out, "xa.train"), "%s",
-              r.out);
+    cr_expect(strstr(r.out, "usage: xadapt run [--frozen-report] SCRIPT.lua") &&
+                  strstr(r.out, "xa.train"),
+              "%s", r.out);
     run_free(&r);
     const char *none[] = {"run", NULL};
     r = run_xadapt(none);
@@ -127,6 +128,10 @@ Test(lua, run_usage_and_help) {
     cr_expect_eq(r.status, 1);
     cr_expect(strstr(r.err, "cannot open /nonexistent/script.lua"), "%s", r.err);
     run_free(&r);
+    const char *report_only[] = {"run", "--frozen-report", NULL};
+    r = run_xadapt(report_only);
+    cr_expect_eq(r.status, 2);
+    run_free(&r);
     const char *top[] = {"--help", NULL};
     r = run_xadapt(top);
     cr_expect(strstr(r.out, "  run "), "xadapt --help lists run:\n%s", r.out);
@@ -137,7 +142,7 @@ Test(lua, quickstart_runs_and_asserts_its_own_result, .timeout = 120) {
     char script[4096], out[4200];
     snprintf(script, sizeof script, "%s", src_path("lua/examples/quickstart.lua"));
     snprintf(out, sizeof out, "out=%s", make_tmpdir());
-    const char *argv[] = {"run", script, out, NULL};
+    const char *argv[] = {"run", "--frozen-report", script, out, NULL};
     double t0 = now_s();
     run_result r = run_xadapt(argv);
     double dt = now_s() - t0;
@@ -145,6 +150,14 @@ Test(lua, quickstart_runs_and_asserts_its_own_result, .timeout = 120) {
     cr_expect(strstr(r.out, "quickstart: OK"), "%s", r.out);
     cr_expect(strstr(r.out, "accuracy with the V-expert on"), "%s", r.out);
     cr_expect_lt(dt, 30.0, "the quickstart took %.1f s", dt);
+    // both frozen models, fingerprinted at load and found unchanged at the end
+    const char *at = r.err;
+    int loads = 0, ends = 0;
+    while ((at = strstr(at, " at load")))
+        loads++, at++;
+    for (at = r.err; (at = strstr(at, "unchanged at the end of the run")); at++)
+        ends++;
+    cr_expect(loads == 2 && ends == 2, "frozen report:\n%s", r.err);
     run_free(&r);
 }
 

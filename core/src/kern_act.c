@@ -94,19 +94,6 @@ static void act_backward_serial(float *dinp, const float *dout, const float *inp
     }
 }
 
-// splitmix64 finaliser of (seed, index): independent of evaluation order, so forward and
-// backward (and any future threading) see the same mask.
-static inline uint64_t mix(uint64_t seed, uint64_t i) {
-    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-bool xa_dropout_keep(uint64_t seed, int64_t i, float p) {
-    return (float)(mix(seed, (uint64_t)i) >> 40) * 0x1.0p-24f >= p;
-}
-
 // Element ranges in parallel: every kernel here is independent per element.
 typedef struct {
     float *out, *dinp;

@@ -41,7 +41,15 @@ void xa_act_backward(float *dinp, const float *dout, const float *inp, const flo
 // backward regenerates the mask from the seed.
 void xa_dropout_forward(float *out, const float *inp, float p, uint64_t seed, int64_t N);
 void xa_dropout_backward(float *dinp, const float *dout, float p, uint64_t seed, int64_t N);
-bool xa_dropout_keep(uint64_t seed, int64_t i, float p);
+// splitmix64 finaliser of (seed, index): independent of evaluation order, so forward and
+// backward (and every thread) see the same mask. Inline: it runs once per element.
+static inline bool xa_dropout_keep(uint64_t seed, int64_t i, float p) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * ((uint64_t)i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * 0x1.0p-24f >= p;
+}
 
 // --- attention (kern_attn.c) ---
 typedef struct xa_attn_shape {
