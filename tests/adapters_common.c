@@ -2,6 +2,8 @@
 #include "adapters_common.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,4 +62,34 @@ void fixture_randomize(fixture *f, float scale) {
     xa_params *ps = xa_net_params(f->net);
     for (size_t i = 0; i < xa_params_count(ps); i++)
         fill_normal(f->ctx, xa_params_at(ps, i), scale);
+}
+
+static fixture *gc_fixture;
+static xa_tensor *gc_forward(xa_ctx *ctx, xa_tensor **in, void *user) {
+    (void)ctx, (void)in, (void)user;
+    return fixture_forward(gc_fixture);
+}
+
+bool fixture_gradcheck(fixture *f, gc_report *rep) {
+    xa_params *ps = xa_net_params(f->net);
+    size_t n = xa_params_count(ps);
+    xa_tensor *in[128];
+    cr_assert_leq(n, 128, "%zu parameters: raise the cap so every one is checked", n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = xa_params_at(ps, i);
+    gc_fixture = f;
+    return gradcheck(f->ctx, "adapter", gc_forward, in, (int)n, NULL, rep);
+}
+
+float max_abs_diff(const xa_tensor *a, const float *b) {
+    float m = 0;
+    for (int64_t i = 0; i < a->numel; i++)
+        m = fmaxf(m, fabsf(a->data[i] - b[i]));
+    return m;
+}
+
+float *copy_of(const xa_tensor *t) {
+    float *c = malloc((size_t)t->numel * sizeof *c);
+    memcpy(c, t->data, (size_t)t->numel * sizeof *c);
+    return c;
 }

@@ -3,6 +3,7 @@
 #ifndef XADAPT_TEST_ADAPTERS_COMMON_H
 #define XADAPT_TEST_ADAPTERS_COMMON_H
 
+#include "gradcheck.h"
 #include "xadapt/net.h"
 
 typedef struct {
@@ -23,5 +24,11 @@ void fixture_close(fixture *f);
 xa_tensor *fixture_forward(fixture *f);
 // Set every trainable parameter to N(0, scale) (to make gradient checks meaningful).
 void fixture_randomize(fixture *f, float scale);
+// Gradient check of every parameter of the net through its forward (tolerance row "adapter").
+// Fails the test when the net has more parameters than the check can take.
+bool fixture_gradcheck(fixture *f, gc_report *rep);
+// Largest |a - b| over a's elements, and a heap copy of a tensor's values (caller frees).
+float max_abs_diff(const xa_tensor *a, const float *b);
+float *copy_of(const xa_tensor *t);
 
 #endif

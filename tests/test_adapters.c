@@ -41,19 +41,6 @@ static const kind kinds[] = {
 };
 #define NKINDS (sizeof kinds / sizeof *kinds)
 
-static float max_abs_diff(const xa_tensor *a, const float *b) {
-    float m = 0;
-    for (int64_t i = 0; i < a->numel; i++)
-        m = fmaxf(m, fabsf(a->data[i] - b[i]));
-    return m;
-}
-
-static float *copy_of(const xa_tensor *t) {
-    float *c = malloc((size_t)t->numel * sizeof *c);
-    memcpy(c, t->data, (size_t)t->numel * sizeof *c);
-    return c;
-}
-
 Test(adapters, untrained_adapters_leave_the_base_bit_for_bit_unchanged) {
     for (size_t k = 0; k < NKINDS; k++) {
         if (!kinds[k].identity_at_init)
@@ -73,12 +60,6 @@ Test(adapters, untrained_adapters_leave_the_base_bit_for_bit_unchanged) {
     }
 }
 
-static fixture *gc_fixture;
-static xa_tensor *gc_forward(xa_ctx *ctx, xa_tensor **in, void *user) {
-    (void)ctx, (void)in, (void)user;
-    return fixture_forward(gc_fixture);
-}
-
 Test(adapters, gradients_match_central_differences) {
     for (size_t k = 0; k < NKINDS; k++) {
         fixture f;
@@ -86,16 +67,8 @@ Test(adapters, gradients_match_central_differences) {
         cr_assert_eq(xa_net_insert(f.net, kinds[k].cls, NULL, kinds[k].opts), XA_OK, "%s",
                      xa_errmsg(f.ctx));
         fixture_randomize(&f, 0.2f);
-        xa_params *ps = xa_net_params(f.net);
-        size_t n = xa_params_count(ps);
-        xa_tensor *in[128];
-        cr_assert_leq(n, 128, "%s: %zu parameters, raise the cap so every one is checked",
-                      kinds[k].cls, n);
-        for (size_t i = 0; i < n; i++)
-            in[i] = xa_params_at(ps, i);
-        gc_fixture = &f;
         gc_report rep;
-        bool ok = gradcheck(f.ctx, "adapter", gc_forward, in, (int)n, NULL, &rep);
+        bool ok = fixture_gradcheck(&f, &rep);
         cr_expect(ok, "%s %s: %d of %d off: %s", kinds[k].cls, kinds[k].opts, rep.failed,
                   rep.checked, rep.first_failure);
         fixture_close(&f);

@@ -320,19 +320,6 @@ Test(plugins, cli_help_and_usage_errors) {
 
 // --- the template and the example in a net --------------------------------------------------
 
-static float max_abs_diff(const xa_tensor *a, const float *b) {
-    float m = 0;
-    for (int64_t i = 0; i < a->numel; i++)
-        m = fmaxf(m, fabsf(a->data[i] - b[i]));
-    return m;
-}
-
-static float *copy_of(const xa_tensor *t) {
-    float *c = malloc((size_t)t->numel * sizeof *c);
-    memcpy(c, t->data, (size_t)t->numel * sizeof *c);
-    return c;
-}
-
 typedef struct {
     const char *so; // NULL: the template
     const char *cls, *opts;
@@ -393,12 +380,6 @@ Test(plugins, template_and_example_start_as_the_identity_and_training_changes_th
     }
 }
 
-static fixture *gc_fixture;
-static xa_tensor *gc_forward(xa_ctx *ctx, xa_tensor **in, void *user) {
-    (void)ctx, (void)in, (void)user;
-    return fixture_forward(gc_fixture);
-}
-
 Test(plugins, template_and_example_gradients_match_central_differences) {
     for (size_t k = 0; k < NKINDS; k++) {
         fixture f;
@@ -406,14 +387,8 @@ Test(plugins, template_and_example_gradients_match_central_differences) {
         cr_assert_eq(xa_net_insert(f.net, kinds[k].cls, NULL, kinds[k].opts), XA_OK, "%s",
                      xa_errmsg(f.ctx));
         fixture_randomize(&f, 0.5f);
-        xa_params *ps = xa_net_params(f.net);
-        size_t n = xa_params_count(ps);
-        xa_tensor *in[64];
-        for (size_t i = 0; i < n && i < 64; i++)
-            in[i] = xa_params_at(ps, i);
-        gc_fixture = &f;
         gc_report rep;
-        bool ok = gradcheck(f.ctx, "adapter", gc_forward, in, (int)(n < 64 ? n : 64), NULL, &rep);
+        bool ok = fixture_gradcheck(&f, &rep);
         cr_expect(ok, "%s %s: %d of %d off: %s", kinds[k].cls, kinds[k].opts, rep.failed,
                   rep.checked, rep.first_failure);
         fixture_close(&f);
