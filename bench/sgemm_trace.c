@@ -86,10 +86,11 @@ __attribute__((destructor)) static void report(void) {
             (long long)calls, flop * 1e-9, secs);
     for (int i = 0; i < nshapes && i < 12; i++) {
         shape *s = &shapes[i];
-        fprintf(stderr, "%s{\"mnk\":\"%lldx%lldx%lld\",\"t\":\"%c%c\",\"calls\":%lld,"
-                        "\"gflop\":%.4f,\"secs\":%.4f}", i ? "," : "", (long long)s->M,
-                (long long)s->N, (long long)s->K, s->ta ? 'T' : 'N', s->tb ? 'T' : 'N',
-                (long long)s->calls, s->flop * 1e-9, s->secs);
+        fprintf(stderr,
+                "%s{\"mnk\":\"%lldx%lldx%lld\",\"t\":\"%c%c\",\"calls\":%lld,"
+                "\"gflop\":%.4f,\"secs\":%.4f}",
+                i ? "," : "", (long long)s->M, (long long)s->N, (long long)s->K, s->ta ? 'T' : 'N',
+                s->tb ? 'T' : 'N', (long long)s->calls, s->flop * 1e-9, s->secs);
     }
     fprintf(stderr, "]}}\n");
 }

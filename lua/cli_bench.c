@@ -74,17 +74,22 @@ static double peak_rss_mb(void) {
 // Multiply-adds count 2. Only matrix products count: element-wise work, softmax and norms are
 // a few percent of the total and are left out on both sides (docs/performance.md).
 
-static double lin(double n, double in, double out) { return 2.0 * n * in * out; }
+static double lin(double n, double in, double out) {
+    return 2.0 * n * in * out;
+}
 // QK^T and PV of multi-head attention over total width D (all heads together)
-static double attn(double B, double Tq, double Tk, double D) { return 4.0 * B * Tq * Tk * D; }
+static double attn(double B, double Tq, double Tk, double D) {
+    return 4.0 * B * Tq * Tk * D;
+}
 
 typedef struct {
     double B, T, N, H, I, L;
 } fdims;
 
 static fdims dims_of(const xa_tower_config *c, int64_t B, int64_t T) {
-    return (fdims){(double)B, (double)T, (double)(B * T), (double)c->hidden,
-                   (double)c->intermediate, (double)c->layers};
+    return (fdims){
+        (double)B,        (double)T, (double)(B * T), (double)c->hidden, (double)c->intermediate,
+        (double)c->layers};
 }
 
 static double block_fwd(const fdims *d) {
@@ -93,11 +98,12 @@ static double block_fwd(const fdims *d) {
 // Backward of a frozen block whose input needs a gradient: input gradients of its six linears
 // (no weight gradients) and all four attention products (dV, dP, dQ, dK).
 static double block_bwd_dx(const fdims *d) {
-    return 4 * lin(d->N, d->H, d->H) + 2 * lin(d->N, d->H, d->I) +
-           2 * attn(d->B, d->T, d->T, d->H);
+    return 4 * lin(d->N, d->H, d->H) + 2 * lin(d->N, d->H, d->I) + 2 * attn(d->B, d->T, d->T, d->H);
 }
 
-static double plm_fwd(const fdims *d) { return d->L * block_fwd(d) + lin(d->B, d->H, d->H); }
+static double plm_fwd(const fdims *d) {
+    return d->L * block_fwd(d) + lin(d->B, d->H, d->H);
+}
 
 // One X-adapter expert (dim 128): q from h, k/v from Nf CLIP tokens of width Df, o back to H.
 static double xexpert_fwd(const fdims *d, double Nf, double Df) {
@@ -131,9 +137,9 @@ static void step_flops(step_kind k, const fdims *d, double *fwd, double *actual)
         double taps = 3, layers = 2;
         double inner = block_fwd(&a); // the adapter's BERT layers have the PLM's sizes
         f += taps * (lin(N, H, H) + layers * inner + lin(N, H, H)) + lin(N, 2 * H, H);
-        b += 2 * lin(N, 2 * H, H);                        // fusion: dW and d(concat)
+        b += 2 * lin(N, 2 * H, H);                           // fusion: dW and d(concat)
         b += taps * (2 * lin(N, H, H) + layers * 2 * inner); // up, BERT layers with weights
-        b += (2 * taps - 1) * lin(N, H, H);               // down: dW, and dx above the first tap
+        b += (2 * taps - 1) * lin(N, H, H);                  // down: dW, and dx above the first tap
     } else if (k == W_BOTTLENECK) { // Houlsby: after attention and FFN in every block, H/16
         double m = floor(H / 16), unit = lin(N, H, m) + lin(N, m, H);
         f += d->L * 2 * unit;
@@ -164,8 +170,7 @@ static double vision_flops(const xa_model_config *c, int64_t B) {
 
 typedef int (*iter_fn)(void *state);
 
-static int time_loop(const bench_args *a, const char *label, iter_fn fn, void *state,
-                     result *r) {
+static int time_loop(const bench_args *a, const char *label, iter_fn fn, void *state, result *r) {
     r->t = calloc((size_t)a->repeat, sizeof *r->t);
     if (!r->t)
         return -1;
@@ -230,8 +235,8 @@ static int run_sgemm(const bench_args *a, xa_ctx *ctx, result *best) {
             *best = r;
             best->gflop = gflop;
             best_rate = best->extra = rate;
-            snprintf(best->note, sizeof best->note, "\"shape\":\"%lldx%lldx%lld\"",
-                     (long long)g.M, (long long)g.N, (long long)g.K);
+            snprintf(best->note, sizeof best->note, "\"shape\":\"%lldx%lldx%lld\"", (long long)g.M,
+                     (long long)g.N, (long long)g.K);
         } else {
             free(r.t);
         }
@@ -378,16 +383,21 @@ static void adapter_opts(step_kind k, const xa_tower_config *c, char *buf, size_
     long long L = (long long)c->layers;
     switch (k) {
     case W_XADAPTER:
-        snprintf(buf, n, "{\"layers\":[%lld,%lld],\"dim\":128,\"heads\":4,\"experts\":[\"v\",\"t\"],"
-                 "\"dropout\":0.1}", L - 2, L - 1);
+        snprintf(buf, n,
+                 "{\"layers\":[%lld,%lld],\"dim\":128,\"heads\":4,\"experts\":[\"v\",\"t\"],"
+                 "\"dropout\":0.1}",
+                 L - 2, L - 1);
         break;
     case W_KADAPTER:
-        snprintf(buf, n, "{\"taps\":[0,%lld,%lld],\"size\":%lld,\"layers\":2,\"heads\":%lld,"
-                 "\"intermediate\":%lld,\"dropout\":0.1}", L / 2 - 1, L - 1,
-                 (long long)c->hidden, (long long)c->heads, (long long)c->intermediate);
+        snprintf(buf, n,
+                 "{\"taps\":[0,%lld,%lld],\"size\":%lld,\"layers\":2,\"heads\":%lld,"
+                 "\"intermediate\":%lld,\"dropout\":0.1}",
+                 L / 2 - 1, L - 1, (long long)c->hidden, (long long)c->heads,
+                 (long long)c->intermediate);
         break;
     case W_BOTTLENECK:
-        snprintf(buf, n, "{\"placement\":\"houlsby\",\"reduction_factor\":16,"
+        snprintf(buf, n,
+                 "{\"placement\":\"houlsby\",\"reduction_factor\":16,"
                  "\"non_linearity\":\"relu\"}");
         break;
     case W_LORA:
@@ -414,8 +424,9 @@ static int run_step(const bench_args *a, xa_ctx *ctx, step_kind k, result *r) {
     if (xa_model_load(ctx, a->model, &plm) != XA_OK)
         goto out;
     if (k == W_XADAPTER && !a->vlm) {
-        xa_errorf(ctx, XA_EINVAL, "step-xadapter needs --vlm DIR (a CLIP checkpoint: its sizes "
-                                  "give the expert shapes)");
+        xa_errorf(ctx, XA_EINVAL,
+                  "step-xadapter needs --vlm DIR (a CLIP checkpoint: its sizes "
+                  "give the expert shapes)");
         goto out;
     }
     if (k == W_XADAPTER && xa_model_load(ctx, a->vlm, &vlm) != XA_OK)
@@ -431,8 +442,8 @@ static int run_step(const bench_args *a, xa_ctx *ctx, step_kind k, result *r) {
         goto out;
     if (k == W_KADAPTER) // K-Adapter's own fine-tuning: linear(concat[h_L, adapter output])
         xa_net_set_fusion(s.net, XA_FUSION_CONCAT);
-    xa_head_opts ho = {.kind = XA_HEAD_CLASSIFY, .pool = XA_POOL_CLS, .classes = 2,
-                       .dropout = 0.1f};
+    xa_head_opts ho = {
+        .kind = XA_HEAD_CLASSIFY, .pool = XA_POOL_CLS, .classes = 2, .dropout = 0.1f};
     xa_optim_opts oo = {.kind = XA_OPTIM_ADAMW, .lr = 1e-4f, .weight_decay = 0.01f};
     if (xa_head_new(s.net, "cls", &ho, &s.head) != XA_OK ||
         !(s.opt = xa_optim_new(ctx, xa_net_params(s.net), &oo)))
@@ -455,8 +466,10 @@ static int run_step(const bench_args *a, xa_ctx *ctx, step_kind k, result *r) {
         feat[3] = random_tensor(ctx, B, 1, vc->projection_dim);
         if (!feat[0] || !feat[1] || !feat[2] || !feat[3])
             goto out;
-        vf = (xa_vlm_feats){.image_tokens = feat[0], .text_tokens = feat[1],
-                            .image_pooled = feat[2], .text_pooled = feat[3]};
+        vf = (xa_vlm_feats){.image_tokens = feat[0],
+                            .text_tokens = feat[1],
+                            .image_pooled = feat[2],
+                            .text_pooled = feat[3]};
         s.batch.feats = &vf;
     }
     fdims d = dims_of(c, B, T);
@@ -474,9 +487,9 @@ static int run_step(const bench_args *a, xa_ctx *ctx, step_kind k, result *r) {
     // after the loop: concat fusion creates its parameters on the first forward
     snprintf(r->note, sizeof r->note,
              "\"batch\":%lld,\"seq\":%lld,\"trainable\":%lld,\"lowest_site\":%d,"
-             "\"features\":\"%s\"", (long long)B, (long long)T,
-             (long long)xa_params_numel(xa_net_params(s.net), true), xa_net_lowest_site(s.net),
-             k == W_XADAPTER ? "random, CLIP ViT-B/32 shapes" : "none");
+             "\"features\":\"%s\"",
+             (long long)B, (long long)T, (long long)xa_params_numel(xa_net_params(s.net), true),
+             xa_net_lowest_site(s.net), k == W_XADAPTER ? "random, CLIP ViT-B/32 shapes" : "none");
     if (rc == 0)
         printf("%s: loss %.4f after %d steps; arena %.1f MB\n", label, (double)s.loss,
                a->warmup + a->repeat, (double)xa_arena_capacity(ctx) / (1 << 20));
@@ -577,8 +590,10 @@ int cmd_bench(int argc, char **argv) {
     bool known = step >= 0 || !strcmp(w, "sgemm") || !strcmp(w, "forward") ||
                  !strcmp(w, "clip-vision") || !strcmp(w, "load");
     if (!known) {
-        fprintf(stderr, "xadapt bench: unknown workload '%s' (sgemm, forward, clip-vision, "
-                        "step-xadapter, step-kadapter, step-bottleneck, step-lora, load)\n", w);
+        fprintf(stderr,
+                "xadapt bench: unknown workload '%s' (sgemm, forward, clip-vision, "
+                "step-xadapter, step-kadapter, step-bottleneck, step-lora, load)\n",
+                w);
         return 2;
     }
     bool needs_model = strcmp(w, "sgemm") && strcmp(w, "clip-vision");
@@ -615,16 +630,16 @@ int cmd_bench(int argc, char **argv) {
         print_blas(w);
     const xa_blas_info *bi = xa_blas_info_get();
     double med = median(r.t, r.n), mn = min_of(r.t, r.n), rss = peak_rss_mb();
-    printf("%s: median %.4f s, min %.4f s, %.2f GFLOP/iter (%.1f GFLOP/s at the median)",
-           w, med, mn, r.gflop, r.gflop / med);
+    printf("%s: median %.4f s, min %.4f s, %.2f GFLOP/iter (%.1f GFLOP/s at the median)", w, med,
+           mn, r.gflop, r.gflop / med);
     if (r.gflop_dense > 0)
         printf(", dense-equivalent %.2f GFLOP", r.gflop_dense);
     printf(", peak RSS %.1f MB\n", rss);
     if (a.json) {
         printf("{\"impl\":\"xadapt\",\"workload\":\"%s\",\"median_s\":%.6f,\"min_s\":%.6f,"
                "\"gflop\":%.4f,\"gflop_dense\":%.4f,\"rss_mb\":%.1f,\"threads\":%d,"
-               "\"blas\":\"%s\",\"times_s\":[", w, med, mn, r.gflop, r.gflop_dense, rss,
-               bi->threads, bi->coretype);
+               "\"blas\":\"%s\",\"times_s\":[",
+               w, med, mn, r.gflop, r.gflop_dense, rss, bi->threads, bi->coretype);
         for (int i = 0; i < r.n; i++)
             printf("%s%.6f", i ? "," : "", r.t[i]);
         printf("]%s%s", r.note[0] ? "," : "", r.note);
