@@ -55,7 +55,7 @@ xa_status xa_vision_forward(xa_ctx *ctx, xa_model *m, const float *pixels, int64
     x = out->hidden[0] = xa_layernorm(ctx, x, m->pre_ln_w, m->pre_ln_b, v->eps);
     xa_block_run r = {.cfg = v, .pre_ln = true};
     for (int i = 0; i < v->layers && x; i++)
-        x = out->hidden[i + 1] = xa_block_forward(ctx, &m->vision_blocks[i], &r, i, x);
+        x = xa_block_run_keep(ctx, &m->vision_blocks[i], &r, i, x, out->hidden);
     out->last = x;
     out->pooled = xa_layernorm(ctx, xa_pool_first(ctx, x), m->post_ln_w, m->post_ln_b, v->eps);
     out->embeds = xa_linear(ctx, out->pooled, m->visual_proj, NULL);

@@ -145,10 +145,10 @@ static bool block_has_sites(const xa_block_run *r, int layer) {
 // A block that records nothing (frozen weights, an input without gradient, no adapter sites)
 // keeps only its output: its intermediates are freed at once, so a frozen prefix costs one
 // block's worth of memory instead of all of them.
-static xa_tensor *run_block(xa_ctx *ctx, xa_model *m, const xa_block_run *r, int i, xa_tensor *x,
-                            xa_tensor **hidden) {
+xa_tensor *xa_block_run_keep(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int i,
+                             xa_tensor *x, xa_tensor **hidden) {
     if (xa_tensor_needs_grad(x) || block_has_sites(r, i)) {
-        x = xa_block_forward(ctx, &m->text_blocks[i], r, i, x);
+        x = xa_block_forward(ctx, w, r, i, x);
         if (hidden)
             hidden[i + 1] = x;
         return x;
@@ -157,7 +157,7 @@ static xa_tensor *run_block(xa_ctx *ctx, xa_model *m, const xa_block_run *r, int
     if (!keep)
         return NULL;
     xa_arena_mark mark = xa_arena_mark_get(ctx);
-    xa_tensor *y = xa_block_forward(ctx, &m->text_blocks[i], r, i, x);
+    xa_tensor *y = xa_block_forward(ctx, w, r, i, x);
     if (!y || xa_tape_count(ctx, NULL) != mark.tape_count) // recorded after all: keep everything
         return y ? (hidden ? hidden[i + 1] = y : y) : NULL;
     memcpy(keep->data, y->data, (size_t)y->numel * sizeof(float));
@@ -197,7 +197,7 @@ xa_status xa_text_forward(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
     if (out->hidden)
         out->hidden[first] = x;
     for (int i = first; i < L && x; i++)
-        x = run_block(ctx, m, &r, i, x, out->hidden);
+        x = xa_block_run_keep(ctx, &m->text_blocks[i], &r, i, x, out->hidden);
     if (clip && x) {
         x = xa_layernorm(ctx, x, m->final_ln_w, m->final_ln_b, m->cfg.text.eps);
         int64_t *idx = eot_index(ctx, m, b);

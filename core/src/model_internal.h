@@ -67,5 +67,9 @@ typedef struct xa_block_run {
 } xa_block_run;
 xa_tensor *xa_block_forward(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int layer,
                             xa_tensor *x);
+// The same, keeping only the output (intermediates freed at once) when the block records nothing;
+// sets hidden[layer + 1] when hidden is not NULL.
+xa_tensor *xa_block_run_keep(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int layer,
+                             xa_tensor *x, xa_tensor **hidden);
 
 #endif
