@@ -9,7 +9,8 @@ Needs only python3 + PIL + numpy (Debian: python3-pil python3-numpy; with pyenv 
 
 It writes, next to itself: the synthetic sources (*.png, *.jpg), expected/<name>.png (lossless
 uint8 crops) and golden.json (name -> source, image_size, intermediate resized size, expected).
-The Flickr8k sources stay in the shared folder; their entries name a path relative to it.
+The Flickr8k sources stay in the shared folder; their entries name a path relative to it and
+carry only a hash of the expected crop (no derived image data is committed).
 """
 import argparse
 import json
@@ -96,6 +97,13 @@ def make_synthetic():
     return {name: fname for name, (fname, _) in out.items()}
 
 
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.path.join(HERE, "..", "..", "..", "..", "shared"),
@@ -116,13 +124,19 @@ def main():
         root, rel = sources[name]
         src = os.path.join(roots[root], rel)
         resized, crop = clip_crop(src, size)
-        exp = f"{name}.png" if size == 224 else f"{name}_s{size}.png"
-        Image.fromarray(crop, "RGB").save(os.path.join(HERE, "expected", exp), optimize=True)
         with Image.open(src) as im:
             orig = [im.width, im.height]
-        entries.append({"name": name, "root": root, "source": rel, "size": orig,
-                        "image_size": size, "resized": list(resized),
-                        "expected": f"expected/{exp}"})
+        entry = {"name": name, "root": root, "source": rel, "size": orig,
+                 "image_size": size, "resized": list(resized)}
+        if root == "shared":
+            # Crops of the shared Flickr8k photos are derived data and stay out of the repo:
+            # only a 64-bit FNV-1a hash of their RGB bytes is kept.
+            entry["fnv1a64"] = fnv1a64(np.ascontiguousarray(crop, dtype=np.uint8).tobytes())
+        else:
+            exp = f"{name}.png" if size == 224 else f"{name}_s{size}.png"
+            Image.fromarray(crop, "RGB").save(os.path.join(HERE, "expected", exp), optimize=True)
+            entry["expected"] = f"expected/{exp}"
+        entries.append(entry)
     doc = {"generator": "tests/golden/images/make_image_golden.py",
            "pil_version": Image.__version__, "numpy_version": np.__version__,
            "entries": entries}
