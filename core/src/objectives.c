@@ -114,58 +114,45 @@ void xa_mlm_mask(xa_ctx *ctx, int32_t *ids, int32_t *labels, const float *mask,
 #define NST_EPS 1e-12
 #define COS_EPS 1e-8
 
-// Columns of x (N rows, C columns, row stride C) divided by max(||column||, eps) -> out, norms.
-static void normalize_cols(float *out, float *norm, const float *x, int64_t N, int64_t C,
-                           double eps) {
-    for (int64_t c = 0; c < C; c++) {
+// L2 normalisation of `count` vectors of `len` values inside x: element k of vector v is at
+// v * vstride + k * estride (columns of an (N, C) matrix: count C, len N, vstride 1, estride C;
+// rows: count N, len C, vstride C, estride 1). Each is divided by max(||v||, eps) -> out, norm.
+typedef struct {
+    int64_t count, len, vstride, estride;
+    double eps;
+} vecs;
+
+static void normalize(float *out, float *norm, const float *x, const vecs *g) {
+    for (int64_t v = 0; v < g->count; v++) {
+        const float *xv = x + v * g->vstride;
         double s = 0;
-        for (int64_t t = 0; t < N; t++)
-            s += (double)x[t * C + c] * x[t * C + c];
-        double n = fmax(sqrt(s), eps);
-        norm[c] = (float)n;
-        for (int64_t t = 0; t < N; t++)
-            out[t * C + c] = (float)(x[t * C + c] / n);
+        for (int64_t k = 0; k < g->len; k++)
+            s += (double)xv[k * g->estride] * xv[k * g->estride];
+        double n = fmax(sqrt(s), g->eps);
+        norm[v] = (float)n;
+        for (int64_t k = 0; k < g->len; k++)
+            out[v * g->vstride + k * g->estride] = (float)(xv[k * g->estride] / n);
     }
 }
 
-// dx += d(normalize)/dx . dxn for each column: (dxn - xn (xn . dxn)) / n, or dxn / eps when the
+// dx += d(normalize)/dx . dxn for each vector: (dxn - xn (xn . dxn)) / n, or dxn / eps when the
 // norm was floored (then the map is linear).
-static void normalize_cols_backward(float *dx, const float *dxn, const float *xn, const float *norm,
-                                    int64_t N, int64_t C, double eps) {
-    for (int64_t c = 0; c < C; c++) {
-        double n = norm[c], dot = 0;
-        bool floored = n <= eps;
-        for (int64_t t = 0; !floored && t < N; t++)
-            dot += (double)xn[t * C + c] * dxn[t * C + c];
-        for (int64_t t = 0; t < N; t++)
-            dx[t * C + c] += (float)((dxn[t * C + c] - xn[t * C + c] * dot) / n);
+static void normalize_backward(float *dx, const float *dxn, const float *xn, const float *norm,
+                               const vecs *g) {
+    for (int64_t v = 0; v < g->count; v++) {
+        int64_t base = v * g->vstride;
+        double n = norm[v], dot = 0;
+        for (int64_t k = 0; n > g->eps && k < g->len; k++)
+            dot += (double)xn[base + k * g->estride] * dxn[base + k * g->estride];
+        for (int64_t k = 0; k < g->len; k++) {
+            int64_t at = base + k * g->estride;
+            dx[at] += (float)((dxn[at] - xn[at] * dot) / n);
+        }
     }
 }
 
-// Rows of x (N, D) divided by max(||row||, eps).
-static void normalize_rows(float *out, float *norm, const float *x, int64_t N, int64_t D,
-                           double eps) {
-    for (int64_t i = 0; i < N; i++) {
-        double s = 0;
-        for (int64_t d = 0; d < D; d++)
-            s += (double)x[i * D + d] * x[i * D + d];
-        double n = fmax(sqrt(s), eps);
-        norm[i] = (float)n;
-        for (int64_t d = 0; d < D; d++)
-            out[i * D + d] = (float)(x[i * D + d] / n);
-    }
-}
-
-static void normalize_rows_backward(float *dx, const float *dxn, const float *xn, const float *norm,
-                                    int64_t N, int64_t D, double eps) {
-    for (int64_t i = 0; i < N; i++) {
-        double n = norm[i], dot = 0;
-        for (int64_t d = 0; n > eps && d < D; d++)
-            dot += (double)xn[i * D + d] * dxn[i * D + d];
-        for (int64_t d = 0; d < D; d++)
-            dx[i * D + d] += (float)((dxn[i * D + d] - xn[i * D + d] * dot) / n);
-    }
-}
+static vecs columns(int64_t N, int64_t C, double eps) { return (vecs){C, N, 1, C, eps}; }
+static vecs rows(int64_t N, int64_t D, double eps) { return (vecs){N, D, D, 1, eps}; }
 
 // --- NST -----------------------------------------------------------------------------------------
 //
@@ -190,8 +177,9 @@ static double nst_forward(nst_saved *s, const float *student, const float *teach
     double loss = 0;
     for (int64_t b = 0; b < B; b++) {
         float *xs = s->xs + b * T * Cs, *xt = s->xt + b * T * Ct, *A = s->diff + b * T * T;
-        normalize_cols(xs, s->ns + b * Cs, student + b * T * Cs, T, Cs, NST_EPS);
-        normalize_cols(xt, s->nt + b * Ct, teacher + b * T * Ct, T, Ct, NST_EPS);
+        vecs cs = columns(T, Cs, NST_EPS), ct = columns(T, Ct, NST_EPS);
+        normalize(xs, s->ns + b * Cs, student + b * T * Cs, &cs);
+        normalize(xt, s->nt + b * Ct, teacher + b * T * Ct, &ct);
         xa_sgemm(false, true, T, T, Cs, 1.0f / (float)Cs, xs, Cs, xs, Cs, 0.0f, A, T);
         xa_sgemm(false, true, T, T, Ct, 1.0f / (float)Ct, xt, Ct, xt, Ct, 0.0f, scratch, T);
         double e = 0;
@@ -214,15 +202,15 @@ static void nst_backward(float *dstudent, float *dteacher, float dloss, const ns
         if (dstudent) {
             const float *xs = s->xs + b * T * Cs;
             xa_sgemm(false, false, T, Cs, T, 4.0f * g / (float)Cs, A, T, xs, Cs, 0.0f, scratch, Cs);
-            normalize_cols_backward(dstudent + b * T * Cs, scratch, xs, s->ns + b * Cs, T, Cs,
-                                    NST_EPS);
+            vecs cols = columns(T, Cs, NST_EPS);
+            normalize_backward(dstudent + b * T * Cs, scratch, xs, s->ns + b * Cs, &cols);
         }
         if (dteacher) {
             const float *xt = s->xt + b * T * Ct;
             xa_sgemm(false, false, T, Ct, T, -4.0f * g / (float)Ct, A, T, xt, Ct, 0.0f, scratch,
                      Ct);
-            normalize_cols_backward(dteacher + b * T * Ct, scratch, xt, s->nt + b * Ct, T, Ct,
-                                    NST_EPS);
+            vecs cols = columns(T, Ct, NST_EPS);
+            normalize_backward(dteacher + b * T * Ct, scratch, xt, s->nt + b * Ct, &cols);
         }
     }
 }
@@ -292,8 +280,9 @@ typedef struct {
 static double ntxent_forward(ntx_saved *s, const float *a, const float *b, double *lse) {
     int64_t N = s->N, D = s->D;
     float *S = s->m;
-    normalize_rows(s->an, s->na, a, N, D, COS_EPS);
-    normalize_rows(s->bn, s->nb, b, N, D, COS_EPS);
+    vecs r = rows(N, D, COS_EPS);
+    normalize(s->an, s->na, a, &r);
+    normalize(s->bn, s->nb, b, &r);
     xa_sgemm(false, true, N, N, D, 1.0f / s->tau, s->an, D, s->bn, D, 0.0f, S, N);
     double loss = 0, *row = lse, *col = lse + N;
     for (int64_t i = 0; i < N; i++) { // log-sum-exp of each row and each column
@@ -317,13 +306,14 @@ static double ntxent_forward(ntx_saved *s, const float *a, const float *b, doubl
 static void ntxent_backward(float *da, float *db, float dloss, const ntx_saved *s, float *scratch) {
     int64_t N = s->N, D = s->D;
     float g = N ? dloss / (2.0f * (float)N * s->tau) : 0.0f;
+    vecs r = rows(N, D, COS_EPS);
     if (da) { // dan = g * M bn
         xa_sgemm(false, false, N, D, N, g, s->m, N, s->bn, D, 0.0f, scratch, D);
-        normalize_rows_backward(da, scratch, s->an, s->na, N, D, COS_EPS);
+        normalize_backward(da, scratch, s->an, s->na, &r);
     }
     if (db) { // dbn = g * M^T an
         xa_sgemm(true, false, N, D, N, g, s->m, N, s->an, D, 0.0f, scratch, D);
-        normalize_rows_backward(db, scratch, s->bn, s->nb, N, D, COS_EPS);
+        normalize_backward(db, scratch, s->bn, s->nb, &r);
     }
 }
 
