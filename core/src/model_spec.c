@@ -2,6 +2,7 @@
 // from the config. Loading binds through it and `make-random` writes through it, so the two
 // can never disagree. Also: parameter counts, the weight fingerprint, freeing.
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,47 +42,43 @@ static void add(spec_list *l, xa_tensor **dst, xa_group g, int ndim, const int64
 
 #define V1(a) ((int64_t[]){a})
 #define V2(a, b) ((int64_t[]){a, b})
+#define FIELD(f) offsetof(xa_block, f)
 
-// The Hugging Face names of one block's tensors, by family.
+// One block's tensors: the xa_block field, its shape (out, in) in units of H (hidden) or I
+// (intermediate), and its Hugging Face name in BERT/RoBERTa and in CLIP.
+enum { DIM_H, DIM_I };
+static const struct {
+    size_t field;
+    int ndim, d0, d1;
+    const char *bert, *clip;
+} block_tensors[] = {
+    {FIELD(wq), 2, DIM_H, DIM_H, "attention.self.query.weight", "self_attn.q_proj.weight"},
+    {FIELD(bq), 1, DIM_H, 0, "attention.self.query.bias", "self_attn.q_proj.bias"},
+    {FIELD(wk), 2, DIM_H, DIM_H, "attention.self.key.weight", "self_attn.k_proj.weight"},
+    {FIELD(bk), 1, DIM_H, 0, "attention.self.key.bias", "self_attn.k_proj.bias"},
+    {FIELD(wv), 2, DIM_H, DIM_H, "attention.self.value.weight", "self_attn.v_proj.weight"},
+    {FIELD(bv), 1, DIM_H, 0, "attention.self.value.bias", "self_attn.v_proj.bias"},
+    {FIELD(wo), 2, DIM_H, DIM_H, "attention.output.dense.weight", "self_attn.out_proj.weight"},
+    {FIELD(bo), 1, DIM_H, 0, "attention.output.dense.bias", "self_attn.out_proj.bias"},
+    {FIELD(ln1_w), 1, DIM_H, 0, "attention.output.LayerNorm.weight", "layer_norm1.weight"},
+    {FIELD(ln1_b), 1, DIM_H, 0, "attention.output.LayerNorm.bias", "layer_norm1.bias"},
+    {FIELD(w1), 2, DIM_I, DIM_H, "intermediate.dense.weight", "mlp.fc1.weight"},
+    {FIELD(b1), 1, DIM_I, 0, "intermediate.dense.bias", "mlp.fc1.bias"},
+    {FIELD(w2), 2, DIM_H, DIM_I, "output.dense.weight", "mlp.fc2.weight"},
+    {FIELD(b2), 1, DIM_H, 0, "output.dense.bias", "mlp.fc2.bias"},
+    {FIELD(ln2_w), 1, DIM_H, 0, "output.LayerNorm.weight", "layer_norm2.weight"},
+    {FIELD(ln2_b), 1, DIM_H, 0, "output.LayerNorm.bias", "layer_norm2.bias"},
+};
+
 static void add_block(spec_list *l, xa_block *b, const xa_tower_config *t, const char *pre,
                       bool clip, int i) {
-    int64_t H = t->hidden, I = t->intermediate;
-    const xa_group R = XA_GROUP_REQUIRED;
-    if (!clip) {
-        add(l, &b->wq, R, 2, V2(H, H), "%s%d.attention.self.query.weight", pre, i);
-        add(l, &b->bq, R, 1, V1(H), "%s%d.attention.self.query.bias", pre, i);
-        add(l, &b->wk, R, 2, V2(H, H), "%s%d.attention.self.key.weight", pre, i);
-        add(l, &b->bk, R, 1, V1(H), "%s%d.attention.self.key.bias", pre, i);
-        add(l, &b->wv, R, 2, V2(H, H), "%s%d.attention.self.value.weight", pre, i);
-        add(l, &b->bv, R, 1, V1(H), "%s%d.attention.self.value.bias", pre, i);
-        add(l, &b->wo, R, 2, V2(H, H), "%s%d.attention.output.dense.weight", pre, i);
-        add(l, &b->bo, R, 1, V1(H), "%s%d.attention.output.dense.bias", pre, i);
-        add(l, &b->ln1_w, R, 1, V1(H), "%s%d.attention.output.LayerNorm.weight", pre, i);
-        add(l, &b->ln1_b, R, 1, V1(H), "%s%d.attention.output.LayerNorm.bias", pre, i);
-        add(l, &b->w1, R, 2, V2(I, H), "%s%d.intermediate.dense.weight", pre, i);
-        add(l, &b->b1, R, 1, V1(I), "%s%d.intermediate.dense.bias", pre, i);
-        add(l, &b->w2, R, 2, V2(H, I), "%s%d.output.dense.weight", pre, i);
-        add(l, &b->b2, R, 1, V1(H), "%s%d.output.dense.bias", pre, i);
-        add(l, &b->ln2_w, R, 1, V1(H), "%s%d.output.LayerNorm.weight", pre, i);
-        add(l, &b->ln2_b, R, 1, V1(H), "%s%d.output.LayerNorm.bias", pre, i);
-        return;
+    const int64_t dims[2] = {[DIM_H] = t->hidden, [DIM_I] = t->intermediate};
+    for (size_t k = 0; k < sizeof block_tensors / sizeof *block_tensors; k++) {
+        int64_t shape[2] = {dims[block_tensors[k].d0], dims[block_tensors[k].d1]};
+        xa_tensor **dst = (xa_tensor **)((char *)b + block_tensors[k].field);
+        add(l, dst, XA_GROUP_REQUIRED, block_tensors[k].ndim, shape, "%s%d.%s", pre, i,
+            clip ? block_tensors[k].clip : block_tensors[k].bert);
     }
-    add(l, &b->wq, R, 2, V2(H, H), "%s%d.self_attn.q_proj.weight", pre, i);
-    add(l, &b->bq, R, 1, V1(H), "%s%d.self_attn.q_proj.bias", pre, i);
-    add(l, &b->wk, R, 2, V2(H, H), "%s%d.self_attn.k_proj.weight", pre, i);
-    add(l, &b->bk, R, 1, V1(H), "%s%d.self_attn.k_proj.bias", pre, i);
-    add(l, &b->wv, R, 2, V2(H, H), "%s%d.self_attn.v_proj.weight", pre, i);
-    add(l, &b->bv, R, 1, V1(H), "%s%d.self_attn.v_proj.bias", pre, i);
-    add(l, &b->wo, R, 2, V2(H, H), "%s%d.self_attn.out_proj.weight", pre, i);
-    add(l, &b->bo, R, 1, V1(H), "%s%d.self_attn.out_proj.bias", pre, i);
-    add(l, &b->ln1_w, R, 1, V1(H), "%s%d.layer_norm1.weight", pre, i);
-    add(l, &b->ln1_b, R, 1, V1(H), "%s%d.layer_norm1.bias", pre, i);
-    add(l, &b->w1, R, 2, V2(I, H), "%s%d.mlp.fc1.weight", pre, i);
-    add(l, &b->b1, R, 1, V1(I), "%s%d.mlp.fc1.bias", pre, i);
-    add(l, &b->w2, R, 2, V2(H, I), "%s%d.mlp.fc2.weight", pre, i);
-    add(l, &b->b2, R, 1, V1(H), "%s%d.mlp.fc2.bias", pre, i);
-    add(l, &b->ln2_w, R, 1, V1(H), "%s%d.layer_norm2.weight", pre, i);
-    add(l, &b->ln2_b, R, 1, V1(H), "%s%d.layer_norm2.bias", pre, i);
 }
 
 static void bert_spec(spec_list *l, xa_model *m) {
