@@ -69,23 +69,23 @@ local function retrieve(fname, cache, examples, spec)
   U.check_opts(fname .. ": features.retrieve", spec, {"pool", "k"})
   local k = U.check_type(fname, "retrieve.k", spec.k or 1, "integer")
   local pool = pool_paths(fname, spec.pool)
-  local todo, texts = {}, {}
+  local pending, texts = {}, {}
   for _, ex in ipairs(examples) do
     if not ex.images and not ex.image then
       if type(ex.text) ~= "string" then U.raise("%s: retrieval needs ex.text", fname) end
-      todo[#todo + 1] = ex
+      pending[#pending + 1] = ex
       texts[#texts + 1] = ex.text
     end
   end
   local chunk = 256
-  for start = 1, #todo, chunk do
+  for start = 1, #pending, chunk do
     local part = table.move(texts, start, math.min(#texts, start + chunk - 1), 1, {})
     local idx, err = cache:retrieve(pool, part, k)
     if not idx then U.raise("%s: retrieval: %s", fname, err) end
     for i, row in ipairs(idx) do
       local imgs = {}
       for j, p in ipairs(row) do imgs[j] = pool[p] end
-      todo[start + i - 1].images = imgs
+      pending[start + i - 1].images = imgs
     end
   end
 end
