@@ -571,8 +571,8 @@ static int parse_args(int argc, char **argv, bench_args *a) {
 
 static void print_blas(const char *w) {
     const xa_blas_info *bi = xa_blas_info_get();
-    printf("xadapt bench %s: %d thread%s, %s kernels\n", w, bi->threads,
-           bi->threads == 1 ? "" : "s", bi->coretype);
+    printf("xadapt bench %s: %d thread%s, %s kernels, %s element-wise\n", w, bi->threads,
+           bi->threads == 1 ? "" : "s", bi->coretype, bi->simd);
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -638,8 +638,8 @@ int cmd_bench(int argc, char **argv) {
     if (a.json) {
         printf("{\"impl\":\"xadapt\",\"workload\":\"%s\",\"median_s\":%.6f,\"min_s\":%.6f,"
                "\"gflop\":%.4f,\"gflop_dense\":%.4f,\"rss_mb\":%.1f,\"threads\":%d,"
-               "\"blas\":\"%s\",\"times_s\":[",
-               w, med, mn, r.gflop, r.gflop_dense, rss, bi->threads, bi->coretype);
+               "\"blas\":\"%s\",\"simd\":\"%s\",\"times_s\":[",
+               w, med, mn, r.gflop, r.gflop_dense, rss, bi->threads, bi->coretype, bi->simd);
         for (int i = 0; i < r.n; i++)
             printf("%s%.6f", i ? "," : "", r.t[i]);
         printf("]%s%s", r.note[0] ? "," : "", r.note);

@@ -55,6 +55,7 @@ static void version(void) {
     printf("blas: %s kernels (%s), %d thread%s\n", b->coretype, b->library, b->threads,
            b->threads == 1 ? "" : "s");
     printf("blas choice: %s\n", b->reason);
+    printf("element-wise kernels: %s\n", b->simd);
     if (b->config[0])
         printf("blas config: %s\n", b->config);
 }

@@ -7,6 +7,7 @@
 #include "xadapt/blas.h"
 
 #include "pool.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <dlfcn.h>
@@ -125,6 +126,7 @@ static void load_blas(void) {
 
 const xa_blas_info *xa_blas_info_get(void) {
     pthread_once(&B.once, load_blas);
+    B.info.simd = xa_vec_level_name(xa_vec_level_get());
     return &B.info;
 }
 

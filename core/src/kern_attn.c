@@ -6,17 +6,22 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "vec.h"
 #include "xadapt/blas.h"
 
 static void mask_and_softmax(float *P, const float *key_mask, const xa_attn_shape *s) {
     int64_t Tq = s->Tq, Tk = s->Tk, shift = Tk - Tq;
     for (int64_t t = 0; t < Tq; t++) {
         float *row = P + t * Tk;
-        for (int64_t j = 0; j < Tk; j++)
-            if ((key_mask && key_mask[j] == 0.0f) || (s->causal && j > t + shift))
-                row[j] = -INFINITY;
+        int64_t limit = s->causal ? t + shift + 1 : Tk; // keys at and after `limit` are masked
+        limit = limit < 0 ? 0 : limit > Tk ? Tk : limit;
+        if (key_mask)
+            for (int64_t j = 0; j < limit; j++)
+                row[j] = key_mask[j] == 0.0f ? -INFINITY : row[j];
+        for (int64_t j = limit; j < Tk; j++)
+            row[j] = -INFINITY;
+        xa_vec_softmax_row(row, row, Tk);
     }
-    xa_softmax_forward(P, P, Tq, Tk);
 }
 
 // Pd = dropout(P) for head block `blk` (its global element offset is blk*Tq*Tk).
@@ -24,9 +29,7 @@ static const float *dropped(float *scratch, const float *P, const xa_attn_shape 
     if (s->dropout <= 0.0f)
         return P;
     int64_t n = s->Tq * s->Tk;
-    float scale = 1.0f / (1.0f - s->dropout);
-    for (int64_t i = 0; i < n; i++)
-        scratch[i] = xa_dropout_keep(s->seed, blk * n + i, s->dropout) ? P[i] * scale : 0.0f;
+    xa_vec_dropout(scratch, P, s->dropout, s->seed, blk * n, n);
     return scratch;
 }
 
@@ -67,7 +70,6 @@ static void backward_heads(void *arg, int64_t begin, int64_t end) {
     int64_t ldq = H * Dk, ldv = H * Dv;
     float *scratch = xa_thread_scratch((size_t)(2 * Tq * Tk) * sizeof(float));
     float *dP = scratch, *pd_buf = scratch + Tq * Tk;
-    float keep_scale = s->dropout > 0.0f ? 1.0f / (1.0f - s->dropout) : 1.0f;
     for (int64_t blk = begin; blk < end; blk++) {
         int64_t b = blk / H, h = blk % H;
         const float *Q = j->q + b * Tq * ldq + h * Dk, *K = j->k + b * Tk * ldq + h * Dk;
@@ -81,19 +83,11 @@ static void backward_heads(void *arg, int64_t begin, int64_t end) {
         if (!j->dq && !j->dk)
             continue;
         xa_sgemm(false, true, Tq, Tk, Dv, 1.0f, dO, ldv, V, ldv, 0.0f, dP, Tk);
-        for (int64_t t = 0; t < Tq; t++) {
+        for (int64_t t = 0; t < Tq; t++) { // dS = P * (dPd - <dPd, P>), dPd = dropout'(dP)
             float *g = dP + t * Tk;
-            const float *p = P + t * Tk;
             if (s->dropout > 0.0f)
-                for (int64_t c = 0; c < Tk; c++)
-                    g[c] = xa_dropout_keep(s->seed, blk * Tq * Tk + t * Tk + c, s->dropout)
-                               ? g[c] * keep_scale
-                               : 0.0f;
-            double dot = 0;
-            for (int64_t c = 0; c < Tk; c++)
-                dot += (double)g[c] * p[c];
-            for (int64_t c = 0; c < Tk; c++)
-                g[c] = p[c] * (g[c] - (float)dot);
+                xa_vec_dropout(g, g, s->dropout, s->seed, blk * Tq * Tk + t * Tk, Tk);
+            xa_vec_softmax_bwd_row(g, g, P + t * Tk, false, Tk);
         }
         if (j->dq)
             xa_sgemm(false, false, Tq, Dk, Tk, s->scale, dP, Tk, K, ldq, 1.0f,

@@ -1,9 +1,8 @@
-// Layer normalisation and softmax over the last dimension. Statistics are accumulated in double
-// per row so long rows (3072) stay accurate; mean and rstd are saved for backward.
-#include <math.h>
-
+// Layer normalisation and softmax over the last dimension, rows in parallel (the row loops are
+// vec.c's); mean and rstd are saved for backward.
 #include "kernels.h"
 #include "pool.h"
+#include "vec.h"
 
 typedef struct {
     float *out, *mean, *rstd, *dinp, *dweight, *dbias;
@@ -14,28 +13,14 @@ typedef struct {
 
 static void ln_forward_rows(void *arg, int64_t begin, int64_t end) {
     const norm_job *j = arg;
-    float *out = j->out, *mean = j->mean, *rstd = j->rstd, eps = j->eps;
-    const float *inp = j->inp, *weight = j->weight, *bias = j->bias;
     int64_t C = j->C;
     for (int64_t i = begin; i < end; i++) {
-        const float *x = inp + i * C;
-        double s = 0, ss = 0;
-        for (int64_t c = 0; c < C; c++)
-            s += x[c];
-        double m = s / (double)C;
-        for (int64_t c = 0; c < C; c++) {
-            double d = x[c] - m;
-            ss += d * d;
-        }
-        float r = (float)(1.0 / sqrt(ss / (double)C + eps));
-        float mf = (float)m;
-        float *y = out + i * C;
-        for (int64_t c = 0; c < C; c++)
-            y[c] = (x[c] - mf) * r * weight[c] + bias[c];
-        if (mean)
-            mean[i] = mf;
-        if (rstd)
-            rstd[i] = r;
+        float m, r;
+        xa_vec_layernorm_row(j->out + i * C, &m, &r, j->inp + i * C, j->weight, j->bias, j->eps, C);
+        if (j->mean)
+            j->mean[i] = m;
+        if (j->rstd)
+            j->rstd[i] = r;
     }
 }
 
@@ -50,23 +35,9 @@ void xa_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 static void ln_backward_rows(void *arg, int64_t begin, int64_t end) {
     const norm_job *j = arg;
     int64_t C = j->C;
-    for (int64_t i = begin; i < end; i++) {
-        const float *x = j->inp + i * C, *dy = j->dout + i * C;
-        float m = j->cmean[i], r = j->crstd[i];
-        double dnorm_mean = 0, dnorm_norm_mean = 0;
-        for (int64_t c = 0; c < C; c++) {
-            float norm = (x[c] - m) * r;
-            float dnorm = j->weight[c] * dy[c];
-            dnorm_mean += dnorm;
-            dnorm_norm_mean += (double)dnorm * norm;
-        }
-        float a = (float)(dnorm_mean / (double)C), b = (float)(dnorm_norm_mean / (double)C);
-        float *dx = j->dinp + i * C;
-        for (int64_t c = 0; c < C; c++) {
-            float norm = (x[c] - m) * r;
-            dx[c] += (j->weight[c] * dy[c] - a - norm * b) * r;
-        }
-    }
+    for (int64_t i = begin; i < end; i++)
+        xa_vec_layernorm_bwd_row(j->dinp + i * C, j->dout + i * C, j->inp + i * C, j->weight,
+                                 j->cmean[i], j->crstd[i], C);
 }
 
 static void ln_backward_cols(void *arg, int64_t begin, int64_t end) {
@@ -97,27 +68,8 @@ void xa_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
 
 static void softmax_rows(void *arg, int64_t begin, int64_t end) {
     const norm_job *j = arg;
-    int64_t C = j->C;
-    for (int64_t i = begin; i < end; i++) {
-        const float *x = j->inp + i * C;
-        float *y = j->out + i * C;
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < C; c++)
-            mx = x[c] > mx ? x[c] : mx;
-        if (mx == -INFINITY) { // every entry masked: uniform, as an additive -max mask gives
-            for (int64_t c = 0; c < C; c++)
-                y[c] = 1.0f / (float)C;
-            continue;
-        }
-        double sum = 0;
-        for (int64_t c = 0; c < C; c++) {
-            y[c] = expf(x[c] - mx);
-            sum += y[c];
-        }
-        float inv = (float)(1.0 / sum);
-        for (int64_t c = 0; c < C; c++)
-            y[c] *= inv;
-    }
+    for (int64_t i = begin; i < end; i++)
+        xa_vec_softmax_row(j->out + i * j->C, j->inp + i * j->C, j->C);
 }
 
 void xa_softmax_forward(float *out, const float *inp, int64_t N, int64_t C) {
@@ -128,16 +80,8 @@ void xa_softmax_forward(float *out, const float *inp, int64_t N, int64_t C) {
 static void softmax_back_rows(void *arg, int64_t begin, int64_t end) {
     const norm_job *j = arg;
     int64_t C = j->C;
-    for (int64_t i = begin; i < end; i++) {
-        const float *y = j->out + i * C, *dy = j->dout + i * C;
-        double dot = 0;
-        for (int64_t c = 0; c < C; c++)
-            dot += (double)dy[c] * y[c];
-        float d = (float)dot;
-        float *dx = j->dinp + i * C;
-        for (int64_t c = 0; c < C; c++)
-            dx[c] += y[c] * (dy[c] - d);
-    }
+    for (int64_t i = begin; i < end; i++)
+        xa_vec_softmax_bwd_row(j->dinp + i * C, j->dout + i * C, j->out + i * C, true, C);
 }
 
 void xa_softmax_backward(float *dinp, const float *dout, const float *out, int64_t N, int64_t C) {

@@ -18,6 +18,8 @@ typedef struct xa_blas_info {
     const char *reason;   // why these kernels were chosen
     const char *config;   // openblas_get_config(), or ""
     int threads;
+    const char *simd;     // level of the element-wise kernels: "avx512", or "scalar" (portable C;
+                          // also forced by XADAPT_SIMD=scalar)
 } xa_blas_info;
 
 // Set the thread count for every pool xadapt uses (OpenBLAS's and its own). 0 = all cores.
