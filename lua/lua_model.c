@@ -145,7 +145,20 @@ static int model_gc(lua_State *L) {
     return 0;
 }
 
-static const char *const model_keys[] = {"plm", "vlm", "fusion", "tokenizer", NULL};
+static const char *const model_keys[] = {"plm", "vlm", "fusion", "tokenizer", "prefix_cache", NULL};
+
+// The frozen-prefix cache budget: MB as a number, false (or 0) for off. Default 1024 MB.
+#define PREFIX_CACHE_DEFAULT_MB 1024
+static size_t prefix_budget(lua_State *L, int idx, const char *who) {
+    if (lua_isnoneornil(L, idx))
+        return (size_t)PREFIX_CACHE_DEFAULT_MB << 20;
+    if (lua_isboolean(L, idx))
+        return lua_toboolean(L, idx) ? (size_t)PREFIX_CACHE_DEFAULT_MB << 20 : 0;
+    if (!lua_isnumber(L, idx) || lua_tonumber(L, idx) < 0 || lua_tonumber(L, idx) > 1 << 30)
+        xl_raise(L, "%s: prefix_cache must be a size in MB or false, got %s", who,
+                 luaL_tolstring(L, idx, NULL));
+    return (size_t)(lua_tonumber(L, idx) * (1 << 20));
+}
 static const char *const fusions[] = {"add", "concat", NULL};
 
 static int l_model(lua_State *L) {
@@ -201,6 +214,30 @@ static int l_model(lua_State *L) {
     if (!(m->net = xa_net_new(xl_ctx(L), plm->m, vlm ? vlm->m : NULL, reg)))
         return xl_raise_ctx(L, "xa.model");
     xa_net_set_fusion(m->net, fusion == 1 ? XA_FUSION_CONCAT : XA_FUSION_ADD);
+    lua_getfield(L, 1, "prefix_cache");
+    xa_net_set_prefix_cache(m->net, prefix_budget(L, -1, "xa.model"));
+    lua_pop(L, 1);
+    return 1;
+}
+
+// m:prefix_cache([mb | false]): set the frozen-prefix cache budget (dropping what it holds);
+// returns {hits =, misses =, mb =} of the cache before the call.
+static int model_prefix_cache(lua_State *L) {
+    xl_model *m = xl_check_model(L, 1);
+    bool set = !lua_isnone(L, 2);
+    size_t budget = set ? prefix_budget(L, 2, "m:prefix_cache") : 0;
+    int64_t hits, misses;
+    size_t bytes;
+    xa_net_prefix_stats(m->net, &hits, &misses, &bytes);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, hits);
+    lua_setfield(L, -2, "hits");
+    lua_pushinteger(L, misses);
+    lua_setfield(L, -2, "misses");
+    lua_pushnumber(L, (double)bytes / (1 << 20));
+    lua_setfield(L, -2, "mb");
+    if (set)
+        xa_net_set_prefix_cache(m->net, budget);
     return 1;
 }
 
@@ -715,7 +752,8 @@ void xl_open_model(lua_State *L, int mod) {
         {"summary", model_summary},    {"head", model_head},
         {"heads", model_heads},        {"save_adapters", model_save},
         {"load_adapters", model_load}, {"tokenizer", model_tokenizer},
-        {"encoders", model_encoders},  {NULL, NULL},
+        {"encoders", model_encoders},  {"prefix_cache", model_prefix_cache},
+        {NULL, NULL},
     };
     new_class(L, XL_ENCODER, encoder_methods, encoder_gc, encoder_tostring);
     new_class(L, XL_MODEL, model_methods, model_gc, model_tostring);

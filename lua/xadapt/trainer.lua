@@ -408,7 +408,7 @@ local train_keys = {"model", "data", "objective", "head", "optim", "schedule", "
                     "max_steps", "batch", "accumulate", "clip", "eval", "early_stop",
                     "checkpoint", "resume", "seed", "log", "plot", "features", "cache_dir",
                     "max_length", "mlm", "distill", "dropout", "progress", "on_step", "name",
-                    "shuffle", "bucket", "summary"}
+                    "shuffle", "bucket", "summary", "prefix_cache"}
 
 local function ckpt_path(pattern, step)
   return (pattern:gsub("{step}", tostring(step)))
@@ -440,6 +440,9 @@ function xa.train(o)
     U.raise("%s: schedule must be xa.schedule.<name>{...} or a function(step, total)", fname)
   end
   if o.epochs == nil and o.max_steps == nil then o = U.copy(o); o.epochs = 1 end
+  -- the frozen-prefix cache (on by default in xa.model; used only while exact: no base dropout)
+  if o.prefix_cache ~= nil then o.model:prefix_cache(o.prefix_cache) end
+  local prefix_before = o.model:prefix_cache()
   local epochs = o.epochs and U.check_type(fname, "epochs", o.epochs, "integer")
   local max_steps = o.max_steps and U.check_type(fname, "max_steps", o.max_steps, "integer")
   if (epochs and epochs < 1) or (max_steps and max_steps < 1) then
@@ -608,6 +611,9 @@ function xa.train(o)
                   checkpoint = state.last_checkpoint, log = o.log, plot = plot}
   for i, p in ipairs(losses) do result.losses[i] = p[2] end
   result.loss = result.losses[#result.losses]
+  local prefix = o.model:prefix_cache()
+  result.prefix_cache = {hits = prefix.hits - prefix_before.hits,
+                         misses = prefix.misses - prefix_before.misses, mb = prefix.mb}
   if o.summary ~= false and o.progress ~= false then T.summary(result, o, run, progress) end
   return result
 end
