@@ -28,6 +28,7 @@ xa_status xa_vision_forward(xa_ctx *ctx, xa_model *m, const float *pixels, int64
     if (m->cfg.arch != XA_ARCH_CLIP)
         return xa_errorf(ctx, XA_EINVAL, "%s: a %s model has no vision tower", m->dir,
                          xa_arch_name(m->cfg.arch));
+    xa_model_touch(m, true);
     const xa_tower_config *v = &m->cfg.vision;
     int64_t C = v->channels, S = v->image_size, ps = v->patch_size, H = v->hidden;
     int64_t g = S / ps, P = g * g, K = C * ps * ps;

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
@@ -505,4 +507,31 @@ bool xa_model_has_mlm_head(const xa_model *m) { return m->has_mlm; }
 bool xa_model_has_pooler(const xa_model *m) { return m->has_pooler; }
 xa_block *xa_model_block(xa_model *m, int i) {
     return i >= 0 && i < m->cfg.text.layers ? &m->text_blocks[i] : NULL;
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14; older kernels say EINVAL and fault lazily as before
+#endif
+
+void xa_model_touch(xa_model *m, bool vision) {
+    bool *done = vision ? &m->vision_touched : &m->text_touched;
+    const xa_block *blocks = vision ? m->vision_blocks : m->text_blocks;
+    int64_t L = vision ? m->cfg.vision.layers : m->cfg.text.layers;
+    if (*done || !blocks)
+        return;
+    *done = true;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int64_t l = 0; l < L; l++) {
+        const xa_block *b = &blocks[l];
+        const xa_tensor *ts[] = {b->wq, b->bq, b->wk, b->bk, b->wv,   b->bv,   b->wo, b->bo,
+                                 b->ln1_w, b->ln1_b, b->w1, b->b1, b->w2, b->b2, b->ln2_w, b->ln2_b};
+        for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
+            const xa_tensor *t = ts[i];
+            if (!t || !(t->flags & XA_TENSOR_READONLY))
+                continue; // converted from f16/bf16: already in memory
+            uintptr_t lo = (uintptr_t)t->data & ~(page - 1);
+            uintptr_t hi = (uintptr_t)(t->data + t->numel);
+            (void)madvise((void *)lo, hi - lo, MADV_POPULATE_READ); // a hint: failure is harmless
+        }
+    }
 }

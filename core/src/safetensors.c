@@ -182,9 +182,7 @@ static xa_status map_file(xa_ctx *ctx, xa_st_file *f) {
         st = XA_ENOMEM;
         goto out_close;
     }
-    // MAP_POPULATE: page-table entries for the whole file at once (~15 ms for bert-base from a
-    // warm page cache) instead of one fault per 64 KiB in the first forward, which costs more.
-    void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
         st = fail(ctx, XA_EIO, f->path, NULL, "cannot map %lld bytes: %s", (long long)sb.st_size,
                   strerror(errno));
