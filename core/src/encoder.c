@@ -13,6 +13,20 @@ const char *xa_site_name(xa_site s) {
     return (unsigned)s < XA_SITE_COUNT ? names[s] : "?";
 }
 
+// An adapter hook may keep what it is given or makes for later (a cache, a side network), so
+// all of it is pinned: xa_tape_drop_unread frees only the block's own intermediates.
+static xa_tensor *call_hook(xa_ctx *ctx, const xa_hooks *hk, int layer, xa_site s, xa_tensor *h,
+                            xa_tensor *x) {
+    if (h)
+        h->flags |= XA_TENSOR_PINNED;
+    if (x)
+        x->flags |= XA_TENSOR_PINNED;
+    ctx->hook_depth++;
+    xa_tensor *y = hk->fn(ctx, hk->user, layer, s, h, x);
+    ctx->hook_depth--;
+    return y;
+}
+
 // Give the hook at (layer, site) a chance to rewrite `h`; a site with nothing attached costs a
 // bit test.
 static xa_tensor *site(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s, xa_tensor *h,
@@ -20,14 +34,14 @@ static xa_tensor *site(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s,
     const xa_hooks *hk = r->hooks;
     if (!h || !hk || !hk->enabled || !(hk->enabled[layer] & (1u << s)))
         return h;
-    return hk->fn(ctx, hk->user, layer, s, h, x);
+    return call_hook(ctx, hk, layer, s, h, x);
 }
 
 static xa_tensor *proj(xa_ctx *ctx, const xa_block_run *r, int layer, xa_site s, xa_tensor *x,
                        xa_tensor *w, xa_tensor *b) {
     const xa_hooks *hk = r->hooks;
     if (x && hk && hk->replace && (hk->replace[layer] >> s) & 1u) // e.g. a merged LoRA weight
-        return hk->fn(ctx, hk->user, layer, s, NULL, x);
+        return call_hook(ctx, hk, layer, s, NULL, x);
     return site(ctx, r, layer, s, xa_linear(ctx, x, w, b), x);
 }
 
@@ -144,11 +158,17 @@ static bool block_has_sites(const xa_block_run *r, int layer) {
 
 // A block that records nothing (frozen weights, an input without gradient, no adapter sites)
 // keeps only its output: its intermediates are freed at once, so a frozen prefix costs one
-// block's worth of memory instead of all of them.
+// block's worth of memory instead of all of them. A block that records keeps what backward
+// reads (q, k, v and the probabilities, the inputs of the layer norms and the activation, what
+// adapters see) and gives the rest back for the next block to reuse: the context vectors, the
+// outputs of frozen linears, dropout and sums, the layer-norm outputs inside the block.
 xa_tensor *xa_block_run_keep(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int i,
                              xa_tensor *x, xa_tensor **hidden) {
     if (xa_tensor_needs_grad(x) || block_has_sites(r, i)) {
+        size_t since = xa_tape_count(ctx, NULL);
         x = xa_block_forward(ctx, w, r, i, x);
+        if (x)
+            xa_tape_drop_unread(ctx, since, x);
         if (hidden)
             hidden[i + 1] = x;
         return x;
@@ -175,6 +195,7 @@ xa_status xa_text_forward(xa_ctx *ctx, xa_model *m, const xa_text_batch *b,
     if (b->B <= 0 || b->T <= 0)
         return xa_errorf(ctx, XA_EINVAL, "text forward: empty batch (%lld x %lld)",
                          (long long)b->B, (long long)b->T);
+    xa_model_touch(m, false);
     int L = (int)m->cfg.text.layers;
     if (o->all_hidden && !(out->hidden = xa_arena_alloc(ctx, (size_t)(L + 1) * sizeof(xa_tensor *))))
         return XA_ENOMEM;

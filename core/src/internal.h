@@ -37,11 +37,15 @@ struct xa_ctx {
     struct xa_tape *tape;
     bool grad_enabled; // recording allowed (xa_grad_mode)
     bool training;     // dropout active
-    xa_free_grad *free_grads; // in the arena; emptied by xa_arena_reset
+    xa_free_grad *free_grads; // float buffers in the arena free for reuse (finished gradients,
+                              // dropped activations); emptied by xa_arena_reset and rewind
+    int hook_depth;           // > 0 while an adapter hook runs: what it makes is pinned
 };
 
 // Give an activation's gradient buffer back for reuse (backward is done with it).
 void xa_grad_recycle(xa_ctx *ctx, xa_tensor *t);
+// Give an activation's data buffer back for reuse (no backward reads it); t->data becomes NULL.
+void xa_tensor_drop_data(xa_ctx *ctx, xa_tensor *t);
 
 void xa_arena_deinit(xa_arena *a);
 void xa_tape_clear(xa_ctx *ctx);

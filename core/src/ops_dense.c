@@ -49,7 +49,11 @@ xa_tensor *xa_linear(xa_ctx *ctx, xa_tensor *x, xa_tensor *w, xa_tensor *b) {
         return NULL;
     xa_linear_forward(out->data, x->data, w->data, b ? b->data : NULL, xa_tensor_rows(x), C, OC);
     xa_tensor *in[3] = {x, w, b};
-    return record(ctx, "linear", linear_bw, out, b ? 3 : 2, in, NULL);
+    xa_node *node;
+    out = record(ctx, "linear", linear_bw, out, b ? 3 : 2, in, &node);
+    if (node) // x only for the weight's gradient; w for x's
+        node->reads = XA_READS_IN(1) | (xa_tensor_needs_grad(w) ? XA_READS_IN(0) : 0);
+    return out;
 }
 
 // --- matmul ------------------------------------------------------------------------------
@@ -136,8 +140,10 @@ xa_tensor *xa_layernorm(xa_ctx *ctx, xa_tensor *x, xa_tensor *w, xa_tensor *b, f
                          N, C);
     xa_node *node;
     out = record(ctx, "layernorm", layernorm_bw, out, 3, in, &node);
-    if (node)
+    if (node) {
         node->saved = stats;
+        node->reads = XA_READS_IN(0) | XA_READS_IN(1); // x and w, with the saved statistics
+    }
     return out;
 }
 
@@ -210,6 +216,7 @@ xa_tensor *xa_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,
             return NULL;
         *sv = (attn_saved){.shape = s, .probs = probs, .key_mask = mask};
         node->saved = sv;
+        node->reads = XA_READS_IN(0) | XA_READS_IN(1) | XA_READS_IN(2); // not the output
     }
     return out;
 }

@@ -58,8 +58,11 @@ static xa_tensor *binary(xa_ctx *ctx, const char *op, int kind, xa_tensor *a, xa
     xa_node *node;
     xa_tensor *in[2] = {a, b};
     out = record(ctx, op, binary_bw, out, 2, in, &node);
-    if (node)
+    if (node) {
         node->i[0] = kind;
+        if (kind != BIN_MUL) // sums pass the gradient through; products read the other factor
+            node->reads = 0;
+    }
     return out;
 }
 
@@ -147,8 +150,11 @@ static xa_tensor *act(xa_ctx *ctx, xa_tensor *x, xa_act kind) {
     xa_act_forward(out->data, x->data, kind, x->numel);
     xa_node *node;
     out = record(ctx, xa_act_name(kind), act_bw, out, 1, &x, &node);
-    if (node)
+    if (node) {
         node->i[0] = kind;
+        bool from_out = kind == XA_ACT_TANH || kind == XA_ACT_SIGMOID; // derivative from y
+        node->reads = XA_READS_IN(0) | (from_out ? XA_READS_OUT : 0);
+    }
     return out;
 }
 
@@ -221,6 +227,7 @@ xa_tensor *xa_dropout(xa_ctx *ctx, xa_tensor *x, float p) {
     if (node) {
         node->f[0] = p;
         node->i[0] = (int64_t)seed;
+        node->reads = 0; // the mask is regenerated from the seed
     }
     return out;
 }

@@ -28,6 +28,33 @@ void xa_tape_free(xa_ctx *ctx) {
     ctx->tape = NULL;
 }
 
+static void mark_read(xa_node *n, int count, bool on) {
+    for (int k = 0; n && k < count; k++, n = n->prev) {
+        for (int i = 0; i < n->nin; i++)
+            if (n->in[i] && (n->reads & XA_READS_IN(i)))
+                n->in[i]->flags = on ? n->in[i]->flags | XA_TENSOR_MARK : n->in[i]->flags & ~XA_TENSOR_MARK;
+        if (n->reads & XA_READS_OUT)
+            n->out->flags = on ? n->out->flags | XA_TENSOR_MARK : n->out->flags & ~XA_TENSOR_MARK;
+    }
+}
+
+void xa_tape_drop_unread(xa_ctx *ctx, size_t since, const xa_tensor *keep) {
+    xa_tape *tape = ctx->tape;
+    if (!tape || tape->count <= since)
+        return;
+    int count = (int)(tape->count - since);
+    mark_read(tape->last, count, true);
+    xa_node *n = tape->last;
+    for (int k = 0; k < count; k++, n = n->prev) {
+        xa_tensor *t = n->out;
+        uint32_t f = t->flags;
+        if (t != keep && t->data && (f & XA_TENSOR_OWNS_ARENA_DATA) &&
+            !(f & (XA_TENSOR_MARK | XA_TENSOR_PINNED)))
+            xa_tensor_drop_data(ctx, t);
+    }
+    mark_read(tape->last, count, false);
+}
+
 bool xa_tape_wants(const xa_ctx *ctx, int nin, xa_tensor *const *in) {
     if (!ctx->grad_enabled)
         return false;
@@ -51,6 +78,7 @@ xa_node *xa_tape_record(xa_ctx *ctx, const char *op, xa_backward_fn backward, xa
     n->nin = nin;
     for (int i = 0; i < nin; i++)
         n->in[i] = in[i];
+    n->reads = XA_READS_ALL;
     n->prev = tape->last;
     tape->last = n;
     tape->count++;

@@ -183,20 +183,34 @@ void xa_tensor_release(xa_tensor *t) {
     free(t);
 }
 
+// A float buffer of `bytes` for an arena tensor: a freed one of the same size (a finished
+// gradient, a dropped activation) when there is one, else new arena memory.
+static float *arena_floats(xa_ctx *ctx, size_t bytes) {
+    xa_free_grad **at = &ctx->free_grads;
+    while (*at && (*at)->bytes != bytes)
+        at = &(*at)->next;
+    if (!*at)
+        return xa_arena_alloc(ctx, bytes);
+    float *p = (float *)*at;
+    *at = (*at)->next;
+    return p;
+}
+
+static void arena_floats_free(xa_ctx *ctx, float *p, size_t bytes) {
+    if (bytes < sizeof(xa_free_grad))
+        return; // too small to hold the list entry: left to the arena reset
+    xa_free_grad *f = (xa_free_grad *)p;
+    f->bytes = bytes;
+    f->next = ctx->free_grads;
+    ctx->free_grads = f;
+}
+
 float *xa_tensor_grad(xa_ctx *ctx, xa_tensor *t) {
     if (t->grad)
         return t->grad;
     size_t bytes = (size_t)t->numel * sizeof(float);
     if (t->flags & XA_TENSOR_ARENA) {
-        xa_free_grad **at = &ctx->free_grads;
-        while (*at && (*at)->bytes != bytes)
-            at = &(*at)->next;
-        if (*at) { // a finished gradient of the same size: reuse it
-            t->grad = (float *)*at;
-            *at = (*at)->next;
-        } else {
-            t->grad = xa_arena_alloc(ctx, bytes);
-        }
+        t->grad = arena_floats(ctx, bytes);
     } else {
         t->grad = xa_aligned_alloc(ctx, bytes);
     }
@@ -251,8 +265,9 @@ xa_tensor *xa_tensor_arena(xa_ctx *ctx, int ndim, const int64_t *shape, bool zer
     memset(t, 0, sizeof *t);
     if (!set_shape(ctx, t, ndim, shape))
         return NULL;
-    t->flags = XA_TENSOR_ARENA;
-    t->data = xa_arena_alloc(ctx, (size_t)t->numel * sizeof(float));
+    t->flags = XA_TENSOR_ARENA | XA_TENSOR_OWNS_ARENA_DATA |
+               (ctx->hook_depth > 0 ? XA_TENSOR_PINNED : 0);
+    t->data = arena_floats(ctx, (size_t)t->numel * sizeof(float));
     if (!t->data)
         return NULL;
     if (zero)
@@ -261,14 +276,17 @@ xa_tensor *xa_tensor_arena(xa_ctx *ctx, int ndim, const int64_t *shape, bool zer
 }
 
 void xa_grad_recycle(xa_ctx *ctx, xa_tensor *t) {
-    size_t bytes = (size_t)t->numel * sizeof(float);
-    if (!t->grad || !(t->flags & XA_TENSOR_ARENA) || bytes < sizeof(xa_free_grad))
+    if (!t->grad || !(t->flags & XA_TENSOR_ARENA))
         return;
-    xa_free_grad *f = (xa_free_grad *)t->grad;
-    f->bytes = bytes;
-    f->next = ctx->free_grads;
-    ctx->free_grads = f;
+    arena_floats_free(ctx, t->grad, (size_t)t->numel * sizeof(float));
     t->grad = NULL;
+}
+
+void xa_tensor_drop_data(xa_ctx *ctx, xa_tensor *t) {
+    if (!t->data || !(t->flags & XA_TENSOR_OWNS_ARENA_DATA))
+        return;
+    arena_floats_free(ctx, t->data, (size_t)t->numel * sizeof(float));
+    t->data = NULL;
 }
 
 void xa_arena_reset(xa_ctx *ctx) {

@@ -50,6 +50,9 @@ enum {
     XA_TENSOR_NEEDS_GRAD = 1u << 1, // backward must produce a gradient for it
     XA_TENSOR_ARENA = 1u << 2,      // struct and data live in the step arena
     XA_TENSOR_READONLY = 1u << 3,   // data is a read-only mapping (frozen weights)
+    XA_TENSOR_OWNS_ARENA_DATA = 1u << 4, // data is its own arena allocation (not a view)
+    XA_TENSOR_PINNED = 1u << 5,     // seen or made by an adapter hook: kept to the arena reset
+    XA_TENSOR_MARK = 1u << 6,       // scratch bit of tape scans; clear outside them
 };
 
 typedef struct xa_node xa_node;
