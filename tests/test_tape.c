@@ -70,3 +70,54 @@ Test(tape, branches_that_need_no_gradient_are_skipped) {
         cr_expect_float_eq(p->grad[i], side->data[i], 1e-6);
     xa_tensor_release(p), xa_tensor_release(c);
 }
+
+// A post-LN block in miniature: x (trainable) -> frozen linear -> dropout -> + x -> layer norm
+// -> gelu. Backward reads the sum (layer norm's input) and the norm's output (gelu's input),
+// never the linear's or the dropout's output: dropping those changes no gradient, and their
+// buffers serve the next allocation of the same size. A pinned tensor is never dropped.
+static void mini_block(bool drop, float *grad_out, bool pin_linear) {
+    xa_arena_reset(ctx);
+    xa_ctx_seed(ctx, 5);
+    xa_set_training(ctx, true);
+    xa_tensor *x = rand_tensor(ctx, 6, 16, 0, 0), *w = rand_tensor(ctx, 16, 16, 0, 0);
+    xa_tensor *g = xa_tensor_new_nd(ctx, 16, 0, 0, 0), *b = xa_tensor_new_nd(ctx, 16, 0, 0, 0);
+    for (int i = 0; i < 16; i++)
+        g->data[i] = 1.0f, b->data[i] = 0.0f;
+    x->flags |= XA_TENSOR_TRAINABLE;
+    size_t since = xa_tape_count(ctx, NULL);
+    xa_tensor *lin = xa_linear(ctx, x, w, NULL);
+    if (pin_linear)
+        lin->flags |= XA_TENSOR_PINNED;
+    xa_tensor *dr = xa_dropout(ctx, lin, 0.25f);
+    xa_tensor *sum = xa_add(ctx, dr, x);
+    xa_tensor *ln = xa_layernorm(ctx, sum, g, b, 1e-5f);
+    xa_tensor *y = xa_gelu(ctx, ln);
+    cr_assert(y);
+    float *lin_buf = lin->data, *dr_buf = dr->data;
+    if (drop) {
+        xa_tape_drop_unread(ctx, since, y);
+        cr_expect_eq(lin->data == NULL, !pin_linear, "the frozen linear's output is dropped unless pinned");
+        cr_expect_null(dr->data, "the dropout's output is dropped");
+        cr_expect_not_null(sum->data, "layer norm reads its input");
+        cr_expect_not_null(ln->data, "gelu reads its input");
+        cr_expect_not_null(y->data, "the kept output stays");
+        xa_tensor *again = xa_tensor_arena(ctx, 2, (int64_t[]){6, 16}, false);
+        cr_assert(again);
+        cr_expect(again->data == dr_buf || (!pin_linear && again->data == lin_buf),
+                  "a dropped buffer is reused");
+    }
+    cr_assert_eq(xa_backward(ctx, xa_sum(ctx, y)), XA_OK);
+    memcpy(grad_out, x->grad, 6 * 16 * sizeof(float));
+    xa_tensor_release(x), xa_tensor_release(w), xa_tensor_release(g), xa_tensor_release(b);
+}
+
+Test(tape, dropping_what_backward_never_reads_changes_no_gradient) {
+    float kept[96], dropped[96], pinned[96];
+    mini_block(false, kept, false);
+    mini_block(true, dropped, false);
+    mini_block(true, pinned, true);
+    for (int i = 0; i < 96; i++) {
+        cr_expect_eq(dropped[i], kept[i], "element %d", i);
+        cr_expect_eq(pinned[i], kept[i], "element %d", i);
+    }
+}
