@@ -185,3 +185,24 @@ Test(vec, softmax_backward_and_layernorm_rows_agree) {
             cr_assert_lt(fabsf(yb[i] - (da[i] - 0.5f)), 1e-6f, "softmax bwd in place");
     }
 }
+
+Test(vec, adamw_is_bit_identical_at_both_levels_and_zeroes_the_gradient) {
+    enum { N = 1000 + 7 };
+    static float w[2][N], g[2][N], m[2][N], v[2][N];
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < N; i++) {
+            w[s][i] = sinf((float)i), g[s][i] = cosf((float)i * 1.3f) * 0.01f;
+            m[s][i] = 0.001f * (float)(i % 5), v[s][i] = 1e-6f * (float)(i % 3);
+        }
+    xa_adamw_k k = {.beta1 = 0.9f, .beta2 = 0.999f, .lr = 1e-3f, .wd = 0.01f, .step = 1e-3f / 0.1f,
+                    .bc2_sqrt = sqrtf(0.001f), .eps = 1e-8f, .gscale = 0.5f};
+    BOTH_LEVELS(xa_vec_adamw(w[0], g[0], m[0], v[0], &k, N), xa_vec_adamw(w[1], g[1], m[1], v[1], &k, N));
+    cr_expect(memcmp(w[0], w[1], sizeof w[0]) == 0, "weights");
+    cr_expect(memcmp(m[0], m[1], sizeof m[0]) == 0, "first moments");
+    cr_expect(memcmp(v[0], v[1], sizeof v[0]) == 0, "second moments");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(g[1][i], 0.0f);
+    double sa, sb;
+    BOTH_LEVELS(sa = xa_vec_sumsq(w[0], N), sb = xa_vec_sumsq(w[0], N));
+    cr_expect_lt(fabs(sa - sb), 1e-12 * sa);
+}

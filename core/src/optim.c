@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "internal.h"
+#include "pool.h"
+#include "vec.h"
 
 typedef struct {
     xa_tensor *t;
@@ -288,6 +290,55 @@ static xa_status ensure_state(xa_optim *opt) {
     return XA_OK;
 }
 
+// The update runs over blocks of elements in parallel (vec.c's loops); the gradient norm sums
+// one partial per block in block order, so it does not depend on the thread count.
+#define OPT_BLOCK 16384
+
+typedef struct {
+    float *w, *g, *m, *v;
+    const xa_adamw_k *k;
+    double *part;
+    int64_t n;
+} opt_job;
+
+static void sumsq_blocks(void *arg, int64_t b, int64_t e) {
+    const opt_job *j = arg;
+    for (int64_t blk = b; blk < e; blk++) {
+        int64_t lo = blk * OPT_BLOCK, len = j->n - lo < OPT_BLOCK ? j->n - lo : OPT_BLOCK;
+        j->part[blk] = xa_vec_sumsq(j->g + lo, len);
+    }
+}
+
+static void adamw_blocks(void *arg, int64_t b, int64_t e) {
+    const opt_job *j = arg;
+    int64_t lo = b * OPT_BLOCK, hi = e * OPT_BLOCK < j->n ? e * OPT_BLOCK : j->n;
+    xa_vec_adamw(j->w + lo, j->g + lo, j->m + lo, j->v + lo, j->k, hi - lo);
+}
+
+static int64_t blocks_of(int64_t n) { return (n + OPT_BLOCK - 1) / OPT_BLOCK; }
+
+// Sum of the squared gradients of the trainable parameters; NAN when out of memory.
+static double grad_sumsq(const xa_params *ps) {
+    int64_t most = 0;
+    for (size_t i = 0; i < ps->n; i++)
+        if (ps->p[i].t->flags & XA_TENSOR_TRAINABLE && blocks_of(ps->p[i].t->numel) > most)
+            most = blocks_of(ps->p[i].t->numel);
+    double *part = malloc((size_t)(most ? most : 1) * sizeof *part), sq = 0;
+    if (!part)
+        return NAN;
+    for (size_t i = 0; i < ps->n; i++) {
+        xa_tensor *t = ps->p[i].t;
+        if (!(t->flags & XA_TENSOR_TRAINABLE))
+            continue;
+        opt_job j = {.g = t->grad, .part = part, .n = t->numel};
+        xa_parallel_for(blocks_of(t->numel), 4, sumsq_blocks, &j);
+        for (int64_t b = 0; b < blocks_of(t->numel); b++)
+            sq += part[b];
+    }
+    free(part);
+    return sq;
+}
+
 xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
     xa_status st = ensure_state(opt);
     if (st)
@@ -296,17 +347,10 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
     const xa_optim_opts *o = &opt->o;
     if (lr < 0)
         lr = o->lr;
-    double sq = 0;
-    for (size_t i = 0; i < ps->n; i++) {
-        xa_tensor *t = ps->p[i].t;
-        if (!(t->flags & XA_TENSOR_TRAINABLE))
-            continue;
-        for (int64_t j = 0; j < t->numel; j++) {
-            t->grad[j] *= grad_scale;
-            sq += (double)t->grad[j] * t->grad[j];
-        }
-    }
-    float norm = (float)sqrt(sq), clip = 1.0f;
+    double sq = grad_sumsq(ps);
+    if (isnan(sq))
+        return XA_ENOMEM;
+    float norm = fabsf(grad_scale) * (float)sqrt(sq), clip = 1.0f;
     opt->last_norm = norm;
     if (o->clip_norm > 0.0f && norm > o->clip_norm)
         clip = o->clip_norm / (norm + 1e-6f);
@@ -319,18 +363,16 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
             continue;
         float *w = t->data, *g = t->grad, *m = opt->m + ps->p[i].offset;
         float wd = ps->p[i].decay ? o->weight_decay : 0.0f;
-        if (o->kind == XA_OPTIM_ADAMW) {
-            float *v = opt->v + ps->p[i].offset, step = lr / bc1;
-            for (int64_t j = 0; j < t->numel; j++) {
-                float gj = g[j] * clip;
-                m[j] = o->beta1 * m[j] + (1.0f - o->beta1) * gj;
-                v[j] = o->beta2 * v[j] + (1.0f - o->beta2) * gj * gj;
-                w[j] *= 1.0f - lr * wd;
-                w[j] -= step * m[j] / (sqrtf(v[j]) / bc2_sqrt + o->eps);
-            }
+        if (o->kind == XA_OPTIM_ADAMW) { // zeroes the gradient as it goes
+            xa_adamw_k k = {.beta1 = o->beta1, .beta2 = o->beta2, .lr = lr, .wd = wd,
+                            .step = lr / bc1, .bc2_sqrt = bc2_sqrt, .eps = o->eps,
+                            .gscale = grad_scale * clip};
+            opt_job j = {.w = w, .g = g, .m = m, .v = opt->v + ps->p[i].offset, .k = &k,
+                         .n = t->numel};
+            xa_parallel_for(blocks_of(t->numel), 4, adamw_blocks, &j);
         } else {
             for (int64_t j = 0; j < t->numel; j++) {
-                float gj = g[j] * clip + wd * w[j];
+                float gj = g[j] * grad_scale * clip + wd * w[j];
                 if (o->momentum != 0.0f) {
                     m[j] = o->momentum * m[j] + gj; // PyTorch, dampening 0
                     gj = o->nesterov ? gj + o->momentum * m[j] : m[j];
@@ -339,7 +381,13 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
             }
         }
     }
-    xa_params_zero_grad(ps);
+    if (o->kind == XA_OPTIM_ADAMW) { // what AdamW did not zero: gradients of frozen ones
+        for (size_t i = 0; i < ps->n; i++)
+            if (!(ps->p[i].t->flags & XA_TENSOR_TRAINABLE) && ps->p[i].t->grad)
+                memset(ps->p[i].t->grad, 0, (size_t)ps->p[i].t->numel * sizeof(float));
+    } else {
+        xa_params_zero_grad(ps);
+    }
     return XA_OK;
 }
 

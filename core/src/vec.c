@@ -218,6 +218,24 @@ static void layernorm_bwd_row_scalar(float *dx, const float *dy, const float *x,
     }
 }
 
+static double sumsq_scalar(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
+    return s;
+}
+
+static void adamw_scalar(float *w, float *g, float *m, float *v, const xa_adamw_k *k, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        float gj = g[j] * k->gscale;
+        m[j] = k->beta1 * m[j] + (1.0f - k->beta1) * gj;
+        v[j] = k->beta2 * v[j] + (1.0f - k->beta2) * gj * gj;
+        w[j] *= 1.0f - k->lr * k->wd;
+        w[j] -= k->step * m[j] / (sqrtf(v[j]) / k->bc2_sqrt + k->eps);
+        g[j] = 0.0f;
+    }
+}
+
 // ---------------------------------------------------------------- AVX-512
 
 #if XA_VEC_X86
@@ -485,6 +503,41 @@ AVX512 static void layernorm_bwd_row_avx512(float *dx, const float *dy, const fl
         _mm512_mask_storeu_ps(dx + c, k, _mm512_fmadd_ps(t, vr, _mm512_maskz_loadu_ps(k, dx + c)));
     }
 }
+AVX512 static double sumsq_avx512(const float *x, int64_t n) {
+    __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(tail16(n - i), x + i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        acc0 = _mm512_fmadd_pd(lo, lo, acc0);
+        acc1 = _mm512_fmadd_pd(hi, hi, acc1);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
+}
+
+AVX512 static void adamw_avx512(float *w, float *g, float *m, float *v, const xa_adamw_k *k,
+                                int64_t n) {
+    const __m512 b1 = _mm512_set1_ps(k->beta1), b1c = _mm512_set1_ps(1.0f - k->beta1);
+    const __m512 b2 = _mm512_set1_ps(k->beta2), b2c = _mm512_set1_ps(1.0f - k->beta2);
+    const __m512 decay = _mm512_set1_ps(1.0f - k->lr * k->wd), step = _mm512_set1_ps(k->step);
+    const __m512 bc2 = _mm512_set1_ps(k->bc2_sqrt), eps = _mm512_set1_ps(k->eps);
+    const __m512 gs = _mm512_set1_ps(k->gscale), zero = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 t = tail16(n - j);
+        __m512 gj = _mm512_mul_ps(_mm512_maskz_loadu_ps(t, g + j), gs);
+        __m512 mj = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(t, m + j)), _mm512_mul_ps(b1c, gj));
+        __m512 vj = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(t, v + j)),
+                                  _mm512_mul_ps(_mm512_mul_ps(b2c, gj), gj));
+        __m512 wj = _mm512_mul_ps(_mm512_maskz_loadu_ps(t, w + j), decay);
+        __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vj), bc2), eps);
+        wj = _mm512_sub_ps(wj, _mm512_div_ps(_mm512_mul_ps(step, mj), den));
+        _mm512_mask_storeu_ps(m + j, t, mj);
+        _mm512_mask_storeu_ps(v + j, t, vj);
+        _mm512_mask_storeu_ps(w + j, t, wj);
+        _mm512_mask_storeu_ps(g + j, t, zero);
+    }
+}
+
 #define VEC_DISPATCH(avx512_call, scalar_call)                                                      \
     do {                                                                                           \
         if (vec_level == XA_VEC_AVX512)                                                            \
@@ -537,4 +590,14 @@ void xa_vec_layernorm_bwd_row(float *dx, const float *dy, const float *x, const 
                               float mean, float rstd, int64_t n) {
     VEC_DISPATCH(layernorm_bwd_row_avx512(dx, dy, x, w, mean, rstd, n),
                  layernorm_bwd_row_scalar(dx, dy, x, w, mean, rstd, n));
+}
+
+double xa_vec_sumsq(const float *x, int64_t n) {
+    double s;
+    VEC_DISPATCH(s = sumsq_avx512(x, n), s = sumsq_scalar(x, n));
+    return s;
+}
+
+void xa_vec_adamw(float *w, float *g, float *m, float *v, const xa_adamw_k *k, int64_t n) {
+    VEC_DISPATCH(adamw_avx512(w, g, m, v, k, n), adamw_scalar(w, g, m, v, k, n));
 }

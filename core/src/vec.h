@@ -46,4 +46,16 @@ void xa_vec_layernorm_row(float *y, float *mean, float *rstd, const float *x, co
 void xa_vec_layernorm_bwd_row(float *dx, const float *dy, const float *x, const float *w,
                               float mean, float rstd, int64_t n);
 
+// Sum of squares, accumulated in double.
+double xa_vec_sumsq(const float *x, int64_t n);
+
+// AdamW over n elements (PyTorch's: decoupled weight decay, bias corrections folded into `step`
+// = lr / (1 - beta1^t) and `bc2_sqrt` = sqrt(1 - beta2^t)); the gradient is used as g * gscale and
+// zeroed afterwards. Separate multiplies and adds, as the portable loop has them: both levels
+// give the same bits.
+typedef struct xa_adamw_k {
+    float beta1, beta2, lr, wd, step, bc2_sqrt, eps, gscale;
+} xa_adamw_k;
+void xa_vec_adamw(float *w, float *g, float *m, float *v, const xa_adamw_k *k, int64_t n);
+
 #endif
