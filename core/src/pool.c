@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #define MAX_THREADS 64
-#define SPIN 20000
+#define SPIN 200000
 
 static struct {
     pthread_mutex_t mu, region; // region: one parallel region at a time across user threads
