@@ -44,6 +44,13 @@ struct xa_ctx {
 
 // Give an activation's gradient buffer back for reuse (backward is done with it).
 void xa_grad_recycle(xa_ctx *ctx, xa_tensor *t);
+// An activation's gradient buffer for an op that writes all of it: a new one is not zeroed and
+// *fresh says so (the op assigns instead of accumulating); an existing one is returned as is.
+float *xa_tensor_grad_fresh(xa_ctx *ctx, xa_tensor *t, bool *fresh);
+// The backward of an op whose input gradient is its output gradient, as is or changed in place
+// (sums, dropout, scaling, views): when `t` has no gradient buffer yet, the output's is handed to
+// it instead of zeroing a new one and adding. Returns t's gradient then, NULL otherwise.
+float *xa_grad_pass(xa_ctx *ctx, xa_node *n, xa_tensor *t);
 // Give an activation's data buffer back for reuse (no backward reads it); t->data becomes NULL.
 void xa_tensor_drop_data(xa_ctx *ctx, xa_tensor *t);
 

@@ -37,6 +37,7 @@ typedef struct {
     float *out, *probs, *dq, *dk, *dv;
     const float *q, *k, *v, *key_mask, *dout;
     const xa_attn_shape *s;
+    float beta_q, beta_k, beta_v; // 0 where the gradient is a fresh buffer
 } attn_job;
 
 static void forward_heads(void *arg, int64_t begin, int64_t end) {
@@ -77,7 +78,7 @@ static void backward_heads(void *arg, int64_t begin, int64_t end) {
         const float *P = j->probs + blk * Tq * Tk;
         if (j->dv) {
             const float *Pd = dropped(pd_buf, P, s, blk);
-            xa_sgemm(true, false, Tk, Dv, Tq, 1.0f, Pd, Tk, dO, ldv, 1.0f,
+            xa_sgemm(true, false, Tk, Dv, Tq, 1.0f, Pd, Tk, dO, ldv, j->beta_v,
                      j->dv + b * Tk * ldv + h * Dv, ldv);
         }
         if (!j->dq && !j->dk)
@@ -90,18 +91,21 @@ static void backward_heads(void *arg, int64_t begin, int64_t end) {
             xa_vec_softmax_bwd_row(g, g, P + t * Tk, false, Tk);
         }
         if (j->dq)
-            xa_sgemm(false, false, Tq, Dk, Tk, s->scale, dP, Tk, K, ldq, 1.0f,
+            xa_sgemm(false, false, Tq, Dk, Tk, s->scale, dP, Tk, K, ldq, j->beta_q,
                      j->dq + b * Tq * ldq + h * Dk, ldq);
         if (j->dk)
-            xa_sgemm(true, false, Tk, Dk, Tq, s->scale, dP, Tk, Q, ldq, 1.0f,
+            xa_sgemm(true, false, Tk, Dk, Tq, s->scale, dP, Tk, Q, ldq, j->beta_k,
                      j->dk + b * Tk * ldq + h * Dk, ldq);
     }
 }
 
 void xa_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *probs,
-                           const xa_attn_shape *s) {
+                           const xa_attn_shape *s, unsigned assign) {
     attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
-                  .probs = (float *)probs, .s = s};
+                  .probs = (float *)probs, .s = s,
+                  .beta_q = assign & XA_ATTN_ASSIGN_DQ ? 0.0f : 1.0f,
+                  .beta_k = assign & XA_ATTN_ASSIGN_DK ? 0.0f : 1.0f,
+                  .beta_v = assign & XA_ATTN_ASSIGN_DV ? 0.0f : 1.0f};
     xa_parallel_for(s->B * s->H, 1, backward_heads, &j);
 }

@@ -14,9 +14,11 @@ void xa_linear_forward(float *out, const float *inp, const float *weight, const 
 }
 
 void xa_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int64_t BT, int64_t C, int64_t OC) {
+                        const float *inp, const float *weight, int64_t BT, int64_t C, int64_t OC,
+                        bool dinp_assign) {
     if (dinp)
-        xa_sgemm(false, false, BT, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+        xa_sgemm(false, false, BT, C, OC, 1.0f, dout, OC, weight, C, dinp_assign ? 0.0f : 1.0f,
+                 dinp, C);
     if (dweight)
         xa_sgemm(true, false, OC, C, BT, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     if (dbias)

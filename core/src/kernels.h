@@ -13,8 +13,10 @@
 // inp (BT,C), weight (OC,C), bias (OC) or NULL -> out (BT,OC)
 void xa_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int64_t BT, int64_t C, int64_t OC);
+// dinp is assigned when `dinp_assign` (a fresh buffer), accumulated otherwise.
 void xa_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int64_t BT, int64_t C, int64_t OC);
+                        const float *inp, const float *weight, int64_t BT, int64_t C, int64_t OC,
+                        bool dinp_assign);
 // a (NB, M,K) or (NB, K,M) when ta; b (NB, K,N) or (NB, N,K) when tb -> out (NB, M,N)
 void xa_matmul_forward(float *out, const float *a, const float *b, bool ta, bool tb, int64_t NB,
                        int64_t M, int64_t K, int64_t N);
@@ -64,8 +66,11 @@ typedef struct xa_attn_shape {
 // parallel; scratch comes from each thread's own buffer.
 void xa_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                           const float *key_mask, const xa_attn_shape *s);
+// `assign`: XA_ATTN_ASSIGN_* bits of the gradients that are fresh buffers, written instead of
+// accumulated into (each head's slice is written by exactly one product).
+enum { XA_ATTN_ASSIGN_DQ = 1, XA_ATTN_ASSIGN_DK = 2, XA_ATTN_ASSIGN_DV = 4 };
 void xa_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *probs,
-                           const xa_attn_shape *s);
+                           const xa_attn_shape *s, unsigned assign);
 
 #endif

@@ -14,6 +14,15 @@ static inline float *grad_of(xa_ctx *ctx, xa_tensor *t) {
     return xa_tensor_needs_grad(t) ? xa_tensor_grad(ctx, t) : NULL;
 }
 
+// A gradient an op writes whole: *fresh when newly made (assign, do not accumulate). Never
+// fresh when `t` is also another input of the same op (its other gradient would be overwritten).
+static inline float *grad_for_write(xa_ctx *ctx, xa_tensor *t, bool shared, bool *fresh) {
+    *fresh = false;
+    if (!xa_tensor_needs_grad(t))
+        return NULL;
+    return shared ? xa_tensor_grad(ctx, t) : xa_tensor_grad_fresh(ctx, t, fresh);
+}
+
 static inline xa_tensor *out_shaped(xa_ctx *ctx, int ndim, const int64_t *shape) {
     return xa_tensor_arena(ctx, ndim, shape, false);
 }

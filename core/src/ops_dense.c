@@ -27,8 +27,10 @@ void *xa_op_copy(xa_ctx *ctx, const void *src, size_t bytes) {
 static void linear_bw(xa_ctx *ctx, xa_node *n) {
     xa_tensor *x = n->in[0], *w = n->in[1], *b = n->nin > 2 ? n->in[2] : NULL;
     int64_t C = xa_tensor_cols(x), OC = w->shape[0];
-    xa_linear_backward(grad_of(ctx, x), grad_of(ctx, w), b ? grad_of(ctx, b) : NULL, n->out->grad,
-                       x->data, w->data, xa_tensor_rows(x), C, OC);
+    bool fresh;
+    float *dx = grad_for_write(ctx, x, x == w || x == b, &fresh);
+    xa_linear_backward(dx, grad_of(ctx, w), b ? grad_of(ctx, b) : NULL, n->out->grad, x->data,
+                       w->data, xa_tensor_rows(x), C, OC, fresh);
 }
 
 xa_tensor *xa_linear(xa_ctx *ctx, xa_tensor *x, xa_tensor *w, xa_tensor *b) {
@@ -174,9 +176,15 @@ typedef struct {
 
 static void attention_bw(xa_ctx *ctx, xa_node *n) {
     attn_saved *s = n->saved;
-    xa_attention_backward(grad_of(ctx, n->in[0]), grad_of(ctx, n->in[1]), grad_of(ctx, n->in[2]),
-                          n->out->grad, n->in[0]->data, n->in[1]->data, n->in[2]->data, s->probs,
-                          &s->shape);
+    xa_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2];
+    bool fq, fk, fv;
+    float *dq = grad_for_write(ctx, q, q == k || q == v, &fq);
+    float *dk = grad_for_write(ctx, k, k == q || k == v, &fk);
+    float *dv = grad_for_write(ctx, v, v == q || v == k, &fv);
+    unsigned assign = (fq ? XA_ATTN_ASSIGN_DQ : 0) | (fk ? XA_ATTN_ASSIGN_DK : 0) |
+                      (fv ? XA_ATTN_ASSIGN_DV : 0);
+    xa_attention_backward(dq, dk, dv, n->out->grad, q->data, k->data, v->data, s->probs, &s->shape,
+                          assign);
 }
 
 xa_tensor *xa_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,

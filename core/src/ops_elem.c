@@ -9,25 +9,24 @@ enum { BIN_ADD, BIN_SUB, BIN_MUL };
 static void binary_bw(xa_ctx *ctx, xa_node *n) {
     xa_tensor *a = n->in[0], *b = n->in[1];
     const float *g = n->out->grad;
-    float *da = grad_of(ctx, a), *db = grad_of(ctx, b);
     int64_t N = n->out->numel;
-    switch (n->i[0]) {
-    case BIN_ADD:
-    case BIN_SUB: {
-        float sb = n->i[0] == BIN_SUB ? -1.0f : 1.0f;
-        for (int64_t i = 0; da && i < N; i++)
-            da[i] += g[i];
-        for (int64_t i = 0; db && i < N; i++)
-            db[i] += sb * g[i];
-        break;
-    }
-    case BIN_MUL:
+    if (n->i[0] == BIN_MUL) {
+        float *da = grad_of(ctx, a), *db = grad_of(ctx, b);
         for (int64_t i = 0; da && i < N; i++)
             da[i] += g[i] * b->data[i];
         for (int64_t i = 0; db && i < N; i++)
             db[i] += g[i] * a->data[i];
-        break;
+        return;
     }
+    // Sums: a's gradient is g itself, so a takes g's buffer when it has none (g stays readable:
+    // it is a's now); b's is written into a fresh buffer, or added.
+    float sb = n->i[0] == BIN_SUB ? -1.0f : 1.0f;
+    bool passed = a != b && xa_grad_pass(ctx, n, a), fresh;
+    float *da = passed ? NULL : grad_of(ctx, a), *db = grad_for_write(ctx, b, a == b, &fresh);
+    for (int64_t i = 0; da && i < N; i++)
+        da[i] += g[i];
+    for (int64_t i = 0; db && i < N; i++)
+        db[i] = (fresh ? 0.0f : db[i]) + sb * g[i];
 }
 
 static xa_tensor *binary(xa_ctx *ctx, const char *op, int kind, xa_tensor *a, xa_tensor *b) {
@@ -71,7 +70,10 @@ xa_tensor *xa_sub(xa_ctx *ctx, xa_tensor *a, xa_tensor *b) { return binary(ctx, 
 xa_tensor *xa_mul(xa_ctx *ctx, xa_tensor *a, xa_tensor *b) { return binary(ctx, "mul", BIN_MUL, a, b); }
 
 static void scale_bw(xa_ctx *ctx, xa_node *n) {
-    float *dx = grad_of(ctx, n->in[0]);
+    float *own = xa_grad_pass(ctx, n, n->in[0]); // scaled in place
+    for (int64_t i = 0; own && i < n->out->numel; i++)
+        own[i] *= n->f[0];
+    float *dx = own ? NULL : grad_of(ctx, n->in[0]);
     for (int64_t i = 0; dx && i < n->out->numel; i++)
         dx[i] += n->f[0] * n->out->grad[i];
 }
@@ -203,6 +205,11 @@ xa_tensor *xa_activation(xa_ctx *ctx, xa_tensor *x, const char *name) {
 // --- dropout -------------------------------------------------------------------------------
 
 static void dropout_bw(xa_ctx *ctx, xa_node *n) {
+    float *own = xa_grad_pass(ctx, n, n->in[0]); // the mask applied in place
+    if (own) {
+        xa_dropout_forward(own, own, n->f[0], (uint64_t)n->i[0], n->out->numel);
+        return;
+    }
     float *dx = grad_of(ctx, n->in[0]);
     if (dx)
         xa_dropout_backward(dx, n->out->grad, n->f[0], (uint64_t)n->i[0], n->out->numel);

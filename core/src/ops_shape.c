@@ -51,6 +51,8 @@ xa_tensor *xa_embedding(xa_ctx *ctx, xa_tensor *table, const int32_t *ids, int64
 // --- reshape -----------------------------------------------------------------------------
 
 static void copy_bw(xa_ctx *ctx, xa_node *n) {
+    if (xa_grad_pass(ctx, n, n->in[0])) // a view: its gradient is x's, buffer and all
+        return;
     float *dx = grad_of(ctx, n->in[0]);
     for (int64_t i = 0; dx && i < n->out->numel; i++)
         dx[i] += n->out->grad[i];

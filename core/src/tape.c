@@ -10,6 +10,7 @@
 typedef struct xa_tape {
     xa_node *last;
     size_t count;
+    const xa_tensor *loss; // during xa_backward: its gradient stays where it is
 } xa_tape;
 
 static xa_tape *tape_of(xa_ctx *ctx) {
@@ -102,17 +103,30 @@ xa_status xa_backward(xa_ctx *ctx, xa_tensor *loss) {
     if (!g)
         return XA_ENOMEM;
     g[0] += 1.0f;
+    ctx->tape->loss = loss;
     for (xa_node *n = ctx->tape->last; n; n = n->prev) {
         if (!n->out->grad)
             continue; // nothing downstream needed this output
         n->backward(ctx, n);
-        if (ctx->code == XA_ENOMEM)
+        if (ctx->code == XA_ENOMEM) {
+            ctx->tape->loss = NULL;
             return XA_ENOMEM;
+        }
         // Every consumer of n->out ran before n (reverse order): its gradient is spent.
         if (n->out != loss)
             xa_grad_recycle(ctx, n->out);
     }
+    ctx->tape->loss = NULL;
     return XA_OK;
+}
+
+float *xa_grad_pass(xa_ctx *ctx, xa_node *n, xa_tensor *t) {
+    if (!xa_tensor_needs_grad(t) || t->grad || !(t->flags & XA_TENSOR_ARENA) ||
+        t->numel != n->out->numel || !n->out->grad || n->out == ctx->tape->loss)
+        return NULL;
+    t->grad = n->out->grad; // every consumer of n->out has run: its gradient is final
+    n->out->grad = NULL;
+    return t->grad;
 }
 
 bool xa_set_grad_enabled(xa_ctx *ctx, bool on) {

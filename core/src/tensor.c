@@ -205,6 +205,15 @@ static void arena_floats_free(xa_ctx *ctx, float *p, size_t bytes) {
     ctx->free_grads = f;
 }
 
+float *xa_tensor_grad_fresh(xa_ctx *ctx, xa_tensor *t, bool *fresh) {
+    *fresh = false;
+    if (t->grad || !(t->flags & XA_TENSOR_ARENA))
+        return xa_tensor_grad(ctx, t);
+    t->grad = arena_floats(ctx, (size_t)t->numel * sizeof(float));
+    *fresh = t->grad != NULL;
+    return t->grad;
+}
+
 float *xa_tensor_grad(xa_ctx *ctx, xa_tensor *t) {
     if (t->grad)
         return t->grad;
