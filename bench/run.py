@@ -4,12 +4,15 @@ needs and calls this).
 
 For each workload it runs `xadapt bench`, bench/peer_torch.py with the environment as it is
 ("torch", PyTorch as installed) and bench/peer_torch.py tuned by hand ("tuned": AVX-512
-OpenBLAS kernels, passive OpenMP waiting, ATen's AVX-512 kernels, jemalloc or a glibc malloc that
-keeps freed memory) INTERLEAVED for R rounds, each run a separate process, the order rotated
-every round so that noise hits all three alike. Every process does --warmup untimed and
---repeat timed iterations; the medians and minima are over all timed iterations of all rounds,
-peak RSS is the largest of the rounds (from wait4). Prints one table; --json and --markdown
-write it for docs/performance.md.
+OpenBLAS kernels, passive OpenMP waiting, OpenBLAS workers that stop spinning after ~0.1 ms,
+ATen's AVX-512 kernels, jemalloc or glibc malloc set to keep freed memory: see tuned_env)
+INTERLEAVED for R rounds, each run a separate process, the order rotated every round so that
+noise hits all three alike. Every process does --warmup untimed and --repeat timed iterations;
+the medians and minima are over all timed iterations of all rounds, peak RSS is the largest of
+the rounds (from wait4). Prints one table; --json and --markdown write it for
+docs/performance.md. Then, unless --quick, the frozen-encoder caches: `xadapt bench epochs`
+(X-adapter steps for two epochs over real Flickr8k images and captions from ../shared, CLIP
+features and the frozen prefix cached), epoch 1 against epoch 2.
 
     bench/run.sh [--quick] [--rounds N] [--repeat N] [--warmup N] [--workloads a,b,...]
                  [--threads N] [--json FILE] [--markdown FILE] [--check] [--profile]
@@ -33,6 +36,9 @@ XADAPT = os.path.join(BUILD, "lua", "xadapt")
 PYTHON = "/usr/bin/python3"  # Debian's, with python3-torch (a pyenv python3 may lead PATH)
 PEER = os.path.join(HERE, "peer_torch.py")
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+SHARED = os.environ.get("XADAPT_SHARED", os.path.join(ROOT, "..", "shared"))
+FLICKR = os.path.join(SHARED, "data", "flickr8k_1k")  # the epochs workload's images and captions
+CLIP_GZ = os.path.join(SHARED, "tokenizers", "clip", "bpe_simple_vocab_16e6.txt.gz")
 MODELS = {"bert-base": "bert-base", "bert-mini": "bert-mini", "clip": "clip-vit-base-patch32"}
 STEPS = ("step-xadapter", "step-kadapter", "step-bottleneck", "step-lora")
 IMPLS = ("xadapt", "torch", "tuned")
@@ -87,15 +93,41 @@ def model_dir(name):
     return os.path.join(CACHE, MODELS[name])
 
 
+def clip_tokenizer():
+    """The epochs workload computes CLIP text features, so the random CLIP checkpoint needs the
+    real vocabulary: tools/clip-vocab.py derives vocab.json and merges.txt from OpenAI's file."""
+    d = model_dir("clip")
+    if os.path.exists(os.path.join(d, "vocab.json")):
+        return True
+    if not os.path.exists(CLIP_GZ):
+        return False
+    sh([PYTHON, os.path.join(ROOT, "tools", "clip-vocab.py"), d, "--source", CLIP_GZ],
+       stdout=subprocess.DEVNULL)
+    return True
+
+
 # --- running one process ----------------------------------------------------------------------
 
 def tuned_env(threads):
+    """Measured on the 2-core Zen 5 (bert-base forward 8x128): the allocator is what matters.
+    Every minor page fault costs ~10 us on this VM, and jemalloc's defaults (Debian 5.3:
+    dirty_decay_ms 10000, muzzy_decay_ms 0, allocations >= 8 MiB in an arena that purges at
+    once) hand the pages of freed activations back to the kernel: ~150k faults per forward,
+    2.0-2.5 s instead of 0.6-0.7 s; a training step 5 s instead of 1.8 s. dirty/muzzy decay -1
+    keeps them (0 faults per iteration). OMP_WAIT_POLICY=PASSIVE is needed (ACTIVE: 3x
+    slower, spinning OpenMP workers steal the core OpenBLAS's worker computes on). OpenBLAS's
+    pthread worker spins (sched_yield) 2^28 cycles after each GEMM, so ATen's OpenMP worker
+    shares that core and GELU/softmax/copies run at one core's speed; 2^18 cycles (~0.1 ms)
+    still spans the back-to-back small GEMMs of bmm (torch 1.13 loops them, 96 per bmm)
+    but lets the element-wise ops have both cores: ~8 % off the forward."""
     env = dict(os.environ)
     env.update(OPENBLAS_CORETYPE="SkylakeX", OMP_WAIT_POLICY="PASSIVE",
                ATEN_CPU_CAPABILITY="avx512", OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads))
+               OPENBLAS_NUM_THREADS=str(threads), OPENBLAS_THREAD_TIMEOUT="18")
     if os.path.exists(JEMALLOC):
         env["LD_PRELOAD"] = (JEMALLOC + " " + env.get("LD_PRELOAD", "")).strip()
+        env["MALLOC_CONF"] = ",".join(c for c in ("dirty_decay_ms:-1,muzzy_decay_ms:-1",
+                                                  env.get("MALLOC_CONF")) if c)
     else:  # glibc: never trim or unmap freed memory, so every step reuses the last one's
         env.update(MALLOC_TRIM_THRESHOLD_=str(1 << 40), MALLOC_MMAP_THRESHOLD_=str(1 << 30),
                    MALLOC_TOP_PAD_=str(1 << 30))
@@ -175,6 +207,24 @@ def measure(key, workload, model, a):
             row[impl]["round_peaks"] = [res["gflop"] / res["min_s"] for res in runs[impl]]
             row[impl]["peak_gflops"] = max(row[impl]["round_peaks"])
     return row
+
+
+def measure_epochs(a):
+    """The frozen-encoder caches: `xadapt bench epochs` (X-adapter steps over a few batches for two
+    epochs with real CLIP features of Flickr8k images and captions, no base dropout so the frozen
+    prefix is exact to cache). xadapt only: epoch 1 is what a framework without these caches pays
+    every epoch. None when the shared data or CLIP's vocabulary is missing."""
+    if not os.path.isdir(FLICKR) or not clip_tokenizer():
+        log("  epochs: skipped (needs %s and %s)" % (FLICKR, CLIP_GZ))
+        return None
+    cmd = [XADAPT, "--threads", str(a.threads), "bench", "epochs", "--model",
+           model_dir("bert-base"), "--vlm", model_dir("clip"), "--data", FLICKR,
+           "--batches", "4", "--json"]
+    res, rss, _ = run_one(cmd, dict(os.environ))
+    res["wait4_rss_mb"] = rss
+    log("  epochs/bert-base           epoch 1 %.3f s, epoch 2 %.3f s per step" % (
+        res["epoch1_median_s"], res["median_s"]))
+    return res
 
 
 # --- profile: GEMM share of the time, and a check of the analytic FLOP counts -----------------
@@ -302,6 +352,8 @@ def markdown(meta, head, body, tg, prof):
                  meta["warmup"]), "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    if meta.get("epochs"):
+        lines += ["", epochs_line(meta["epochs"]) + "."]
     lines += ["", "Targets:", ""]
     lines += ["- %s %s: %s" % ("met" if t["met"] else "**missed**", t["target"], t["detail"])
               for t in tg]
@@ -315,6 +367,18 @@ def markdown(meta, head, body, tg, prof):
             lines.append("| %s | %.0f %% | %.1f | %s |" % (k, 100 * p["gemm_share"],
                                                            p["gemm_gflops"], top))
     return "\n".join(lines) + "\n"
+
+
+def epochs_line(ep):
+    return ("Frozen-encoder caches (xadapt bench epochs, bert-base + CLIP ViT-B/32, X-adapter in the "
+            "top two layers, %d batches of %d x %d, Flickr8k images and captions): step time "
+            "epoch 1 median %.3f s (min %.3f), epoch 2 median %.3f s (min %.3f): %.1fx; CLIP "
+            "inputs computed %d, read from the cache %d; frozen prefix computed for %d batches, "
+            "read for %d; peak RSS %.0f MB" % (
+                ep["batches"], ep["batch"], ep["seq"], ep["epoch1_median_s"], ep["epoch1_min_s"],
+                ep["median_s"], ep["min_s"], ep["epoch1_median_s"] / ep["median_s"],
+                ep["clip_computed"], ep["clip_memory_hits"], ep["prefix_misses"],
+                ep["prefix_hits"], ep["wait4_rss_mb"]))
 
 
 def cpu_name():
@@ -336,7 +400,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workloads", help="comma-separated keys or parts of keys "
-                    "(e.g. sgemm,step-lora,forward/bert-base); default all")
+                    "(e.g. sgemm,step-lora,forward/bert-base,epochs); default all")
     ap.add_argument("--json", help="write the results as JSON")
     ap.add_argument("--markdown", help="write the table as Markdown")
     ap.add_argument("--check", action="store_true",
@@ -364,8 +428,10 @@ def main(argv=None):
     # sgemm always runs: it is the peak every other row is measured against
     if not a.no_build:
         build()
+    epochs = not a.quick and (not a.workloads or "epochs" in a.workloads)
     need = sorted({w[2] for w in wl if w[2]} | ({"clip"} if any(
-        w[1] == "step-xadapter" for w in wl) else set()))
+        w[1] == "step-xadapter" for w in wl) or epochs else set()) |
+        ({"bert-base"} if epochs else set()))
     checkpoints(need)
     if a.check:
         sh([PYTHON, PEER, "--check", "--model", model_dir("bert-mini") if "bert-mini" in need
@@ -392,6 +458,8 @@ def main(argv=None):
             log("  %-26s sgemm share %.0f %%%s" % (key, 100 * prof[key]["gemm_share"],
                                                   "; " + prof[key]["flop_mismatch"]
                                                   if "flop_mismatch" in prof[key] else ""))
+    if epochs:
+        meta["epochs"] = measure_epochs(a)
     # The peak again at the end: a busy machine at the start would flatter every % of peak.
     # The larger of the two counts; the end run's times join the row's.
     if any(w[1] == "sgemm" for w in wl):
@@ -439,6 +507,10 @@ def report(meta, rows, prof, a):
             print("%-26s %3.0f %% of the time in sgemm at %.1f GFLOP/s%s" % (
                 k, 100 * p["gemm_share"], p["gemm_gflops"],
                 "  FLOP COUNT MISMATCH: " + p["flop_mismatch"] if "flop_mismatch" in p else ""))
+    ep = meta.get("epochs")
+    if ep:
+        print()
+        print(epochs_line(ep))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"meta": meta, "rows": rows, "targets": tg, "profile": prof}, f, indent=1)
