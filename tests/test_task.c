@@ -1081,3 +1081,36 @@ Test(vlm_cache, explains_how_to_add_a_missing_tokenizer) {
     xa_model_free(vlm);
     xa_model_free(bert);
 }
+
+// `xadapt bench epochs` (the benchmark's cache row) on tiny models: epoch 2 reads every CLIP
+// feature and every frozen prefix from the caches; without --data it says what it needs.
+Test(vlm_cache, bench_epochs_reads_both_caches_in_epoch_two) {
+    const char *data = shared_path("data/flickr8k_1k");
+    if (!data)
+        cr_skip_test("../shared/data/flickr8k_1k is absent");
+    char flickr_dir[4096];
+    snprintf(flickr_dir, sizeof flickr_dir, "%s", data);
+    char *clip = clip_checkpoint();
+    char plm[4096];
+    snprintf(plm, sizeof plm, "%s", make_tmpdir());
+    xa_random_opts o = {.seed = 3};
+    cr_assert_eq(xa_model_write_random(ctx, xa_model_preset("bert-tiny"), plm, &o), XA_OK, "%s",
+                 xa_errmsg(ctx));
+    const char *args[] = {"--threads", "1",  "bench", "epochs", "--model", plm,  "--vlm",
+                          clip,        "--data", flickr_dir, "--batches", "2", "--batch", "2",
+                          "--seq",     "16", "--json", NULL};
+    run_result r = run_xadapt(args);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    // 3 batches of 2 images and 2 captions computed (the warm-up batch included), epoch 2's 2
+    // batches served from memory; the prefix computed for 3 batches and read for 2
+    cr_expect(strstr(r.out, "\"clip_computed\":12,\"clip_memory_hits\":8,"), "%s", r.out);
+    cr_expect(strstr(r.out, "\"prefix_misses\":3,\"prefix_hits\":2"), "%s", r.out);
+    cr_expect(strstr(r.out, "epoch 1 median"), "%s", r.out);
+    run_free(&r);
+    const char *bad[] = {"bench", "epochs", "--model", plm, "--vlm", clip, NULL};
+    r = run_xadapt(bad);
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "--data DIR"), "%s", r.err);
+    run_free(&r);
+    free(clip);
+}
