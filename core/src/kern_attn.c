@@ -45,12 +45,15 @@ static void forward_heads(void *arg, int64_t begin, int64_t end) {
     const xa_attn_shape *s = j->s;
     int64_t H = s->H, Tq = s->Tq, Tk = s->Tk, Dk = s->Dk, Dv = s->Dv;
     int64_t ldq = H * Dk, ldv = H * Dv;
-    float *scratch = s->dropout > 0.0f ? xa_thread_scratch((size_t)(Tq * Tk) * sizeof(float)) : NULL;
+    // scratch: the dropped probabilities, and the probabilities themselves when nobody keeps them
+    int64_t need = (s->dropout > 0.0f) + (j->probs == NULL);
+    float *scratch = need ? xa_thread_scratch((size_t)(need * Tq * Tk) * sizeof(float)) : NULL;
+    float *own_p = j->probs ? NULL : scratch + (need - 1) * Tq * Tk;
     for (int64_t blk = begin; blk < end; blk++) {
         int64_t b = blk / H, h = blk % H;
         const float *Q = j->q + b * Tq * ldq + h * Dk, *K = j->k + b * Tk * ldq + h * Dk;
         const float *V = j->v + b * Tk * ldv + h * Dv;
-        float *P = j->probs + blk * Tq * Tk, *O = j->out + b * Tq * ldv + h * Dv;
+        float *P = own_p ? own_p : j->probs + blk * Tq * Tk, *O = j->out + b * Tq * ldv + h * Dv;
         xa_sgemm(false, true, Tq, Tk, Dk, s->scale, Q, ldq, K, ldq, 0.0f, P, Tk);
         mask_and_softmax(P, j->key_mask ? j->key_mask + b * Tk : NULL, s);
         const float *Pd = dropped(scratch, P, s, blk);

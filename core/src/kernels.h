@@ -62,8 +62,9 @@ typedef struct xa_attn_shape {
     uint64_t seed;
 } xa_attn_shape;
 // q (B,Tq,H*Dk), k (B,Tk,H*Dk), v (B,Tk,H*Dv), key_mask (B,Tk) 1 keep / 0 pad or NULL
-// -> out (B,Tq,H*Dv), probs (B,H,Tq,Tk) saved for backward (before dropout). Heads run in
-// parallel; scratch comes from each thread's own buffer.
+// -> out (B,Tq,H*Dv), probs (B,H,Tq,Tk) saved for backward (before dropout), or NULL when
+// nothing will run backward (each head's probabilities then stay in its thread's scratch).
+// Heads run in parallel; scratch comes from each thread's own buffer.
 void xa_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v,
                           const float *key_mask, const xa_attn_shape *s);
 // `assign`: XA_ATTN_ASSIGN_* bits of the gradients that are fresh buffers, written instead of

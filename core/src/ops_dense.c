@@ -210,9 +210,13 @@ xa_tensor *xa_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,
     }
     int64_t shape[3] = {B, Tq, v->shape[2]};
     xa_tensor *out = out_shaped(ctx, 3, shape);
-    float *probs = xa_arena_alloc(ctx, (size_t)(B * H * Tq * Tk) * sizeof(float));
-    float *mask = o->key_mask ? xa_op_copy(ctx, o->key_mask, (size_t)(B * Tk) * sizeof(float)) : NULL;
-    if (!out || !probs || (o->key_mask && !mask))
+    xa_tensor *in3[3] = {q, k, v};
+    bool keep = xa_tape_wants(ctx, 3, in3); // backward reads the probabilities and the mask
+    float *probs = keep ? xa_arena_alloc(ctx, (size_t)(B * H * Tq * Tk) * sizeof(float)) : NULL;
+    float *mask = o->key_mask && keep
+                      ? xa_op_copy(ctx, o->key_mask, (size_t)(B * Tk) * sizeof(float))
+                      : (float *)o->key_mask;
+    if (!out || (keep && !probs) || (o->key_mask && !mask))
         return NULL;
     xa_attention_forward(out->data, probs, q->data, k->data, v->data, mask, &s);
     xa_node *node;
