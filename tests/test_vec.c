@@ -206,3 +206,17 @@ Test(vec, adamw_is_bit_identical_at_both_levels_and_zeroes_the_gradient) {
     BOTH_LEVELS(sa = xa_vec_sumsq(w[0], N), sb = xa_vec_sumsq(w[0], N));
     cr_expect_lt(fabs(sa - sb), 1e-12 * sa);
 }
+
+Test(vec, nan_propagates_like_libm) {
+    float x[5] = {0.5f, NAN, -1.0f, 2.0f, -INFINITY}, y[5];
+    for (int a = 0; a < XA_ACT_COUNT; a++) {
+        if (a == XA_ACT_RELU)
+            continue; // max(x, 0) is 0 for NaN at either level: not a libm function
+        xa_vec_act(y, x, (xa_act)a, 5);
+        cr_expect(isnan(y[1]), "%s(NaN) = %g", xa_act_name((xa_act)a), y[1]);
+        cr_expect(!isnan(y[0]) && !isnan(y[2]) && !isnan(y[3]));
+    }
+    xa_vec_softmax_row(y, x, 5);
+    for (int i = 0; i < 5; i++)
+        cr_expect(isnan(y[i]), "a NaN score makes the whole row NaN, as expf does: y[%d] = %g", i, y[i]);
+}

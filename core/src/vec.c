@@ -247,8 +247,9 @@ static inline __mmask16 tail16(int64_t left) {
 }
 
 AVX512 static inline __m512 v_exp(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(89.0f));
+    // the constant first: vmaxps/vminps return the second operand when one is NaN, so NaN stays
+    x = _mm512_max_ps(_mm512_set1_ps(-150.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
