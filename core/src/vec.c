@@ -67,8 +67,8 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 static void act_scalar(float *y, const float *x, xa_act act, int64_t n) {
     switch (act) {
     case XA_ACT_GELU:
-        for (int64_t i = 0; i < n; i++)
-            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT_2));
+        for (int64_t i = 0; i < n; i++) // 1 + erf(z) = erfc(-z): no cancellation for z << 0
+            y[i] = 0.5f * x[i] * erfcf(-x[i] * INV_SQRT_2);
         break;
     case XA_ACT_GELU_TANH:
         for (int64_t i = 0; i < n; i++) {
@@ -103,7 +103,7 @@ static void act_bwd_scalar(float *dx, const float *dy, const float *x, const flo
     case XA_ACT_GELU:
         for (int64_t i = 0; i < n; i++) {
             float v = x[i];
-            float cdf = 0.5f * (1.0f + erff(v * INV_SQRT_2));
+            float cdf = 0.5f * erfcf(-v * INV_SQRT_2);
             float pdf = INV_SQRT_2PI * expf(-0.5f * v * v);
             dx[i] += dy[i] * (cdf + v * pdf);
         }
