@@ -584,22 +584,32 @@ static xa_status unsupported(xa_ctx *ctx, const char *path, const char *what, co
                      path, what, type ? type : "(no type)");
 }
 
-static xa_status parse_normalizer(xa_ctx *ctx, const char *path, const cJSON *j,
-                                  xa_tokenizer *tok) {
+typedef xa_status (*component_fn)(xa_ctx *ctx, const char *path, const cJSON *j,
+                                  const char *type, xa_tokenizer *tok);
+
+// A tokenizer.json component (normalizer, pre_tokenizer, post_processor): null is none, a
+// "Sequence" applies the members listed under `members` in order, anything else goes to `one`.
+static xa_status parse_component(xa_ctx *ctx, const char *path, const cJSON *j, const char *what,
+                                 const char *members, component_fn one, xa_tokenizer *tok) {
     if (!j || cJSON_IsNull(j))
         return XA_OK;
     const char *type = jstr(j, "type");
     if (!type)
-        return unsupported(ctx, path, "normalizer", NULL);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "normalizers");
-        for (const cJSON *e = cJSON_IsArray(list) ? list->child : NULL; e; e = e->next) {
-            xa_status st = parse_normalizer(ctx, path, e, tok);
-            if (st)
-                return st;
-        }
-        return XA_OK;
+        return unsupported(ctx, path, what, NULL);
+    if (strcmp(type, "Sequence"))
+        return one(ctx, path, j, type, tok);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, members);
+    for (const cJSON *e = cJSON_IsArray(list) ? list->child : NULL; e; e = e->next) {
+        xa_status st = parse_component(ctx, path, e, what, members, one, tok);
+        if (st)
+            return st;
     }
+    return XA_OK;
+}
+
+// One normalizer (not a Sequence; parse_component handles those).
+static xa_status normalizer_one(xa_ctx *ctx, const char *path, const cJSON *j,
+                                const char *type, xa_tokenizer *tok) {
     static const struct {
         const char *name;
         tok_norm_op op;
@@ -641,22 +651,9 @@ static xa_status parse_normalizer(xa_ctx *ctx, const char *path, const cJSON *j,
     return unsupported(ctx, path, "normalizer", type);
 }
 
-static xa_status parse_pre_tokenizer(xa_ctx *ctx, const char *path, const cJSON *j,
-                                     xa_tokenizer *tok) {
-    if (!j || cJSON_IsNull(j))
-        return XA_OK;
-    const char *type = jstr(j, "type");
-    if (!type)
-        return unsupported(ctx, path, "pre_tokenizer", NULL);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
-        for (const cJSON *e = cJSON_IsArray(list) ? list->child : NULL; e; e = e->next) {
-            xa_status st = parse_pre_tokenizer(ctx, path, e, tok);
-            if (st)
-                return st;
-        }
-        return XA_OK;
-    }
+// One pre_tokenizer (not a Sequence; parse_component handles those).
+static xa_status pre_tokenizer_one(xa_ctx *ctx, const char *path, const cJSON *j,
+                                   const char *type, xa_tokenizer *tok) {
     if (!strcmp(type, "BertPreTokenizer"))
         return add_pre(ctx, tok, PRE_BERT) ? XA_OK : XA_ENOMEM;
     if (!strcmp(type, "WhitespaceSplit"))
@@ -738,22 +735,9 @@ static xa_status parse_template(xa_ctx *ctx, const char *path, const cJSON *item
     return XA_OK;
 }
 
-static xa_status parse_post_processor(xa_ctx *ctx, const char *path, const cJSON *j,
-                                      xa_tokenizer *tok) {
-    if (!j || cJSON_IsNull(j))
-        return XA_OK;
-    const char *type = jstr(j, "type");
-    if (!type)
-        return unsupported(ctx, path, "post_processor", NULL);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "processors");
-        for (const cJSON *e = cJSON_IsArray(list) ? list->child : NULL; e; e = e->next) {
-            xa_status st = parse_post_processor(ctx, path, e, tok);
-            if (st)
-                return st;
-        }
-        return XA_OK;
-    }
+// One post_processor (not a Sequence; parse_component handles those).
+static xa_status post_processor_one(xa_ctx *ctx, const char *path, const cJSON *j,
+                                    const char *type, xa_tokenizer *tok) {
     if (!strcmp(type, "ByteLevel"))
         return XA_OK; // offsets only
     if (!strcmp(type, "BertProcessing") || !strcmp(type, "RobertaProcessing")) {
@@ -893,12 +877,12 @@ static xa_status load_json(xa_ctx *ctx, const char *path, const tok_config *cfg,
     }
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     if ((st = parse_model(ctx, path, cJSON_GetObjectItemCaseSensitive(root, "model"), tok)) ||
-        (st = parse_normalizer(ctx, path, cJSON_GetObjectItemCaseSensitive(root, "normalizer"),
-                               tok)) ||
-        (st = parse_pre_tokenizer(ctx, path,
-                                  cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), tok)) ||
-        (st = parse_post_processor(
-             ctx, path, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), tok)) ||
+        (st = parse_component(ctx, path, cJSON_GetObjectItemCaseSensitive(root, "normalizer"),
+                              "normalizer", "normalizers", normalizer_one, tok)) ||
+        (st = parse_component(ctx, path, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"),
+                              "pre_tokenizer", "pretokenizers", pre_tokenizer_one, tok)) ||
+        (st = parse_component(ctx, path, cJSON_GetObjectItemCaseSensitive(root, "post_processor"),
+                              "post_processor", "processors", post_processor_one, tok)) ||
         (st = parse_added_tokens(ctx, path, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"),
                                  tok)))
         goto out_tok;
