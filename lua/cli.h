@@ -18,5 +18,7 @@ int cmd_plugins(int argc, char **argv);
 
 // Print "xadapt <cmd>: <message>" to stderr for the context's current error; returns 1.
 int cli_fail(const char *cmd, xa_ctx *ctx);
+// A new context, or NULL after printing "xadapt CMD: out of memory".
+xa_ctx *cli_ctx(const char *cmd);
 
 #endif

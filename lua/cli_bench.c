@@ -752,7 +752,7 @@ int cmd_bench(int argc, char **argv) {
                 strcmp(w, "clip-vision") ? "" : " or --vlm DIR");
         return 2;
     }
-    xa_ctx *ctx = xa_ctx_new();
+    xa_ctx *ctx = cli_ctx("bench");
     if (!ctx)
         return 1;
     xa_ctx_seed(ctx, a.seed);

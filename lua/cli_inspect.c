@@ -174,11 +174,9 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
 
-    xa_ctx *ctx = xa_ctx_new();
-    if (!ctx) {
-        fprintf(stderr, "xadapt inspect: out of memory\n");
+    xa_ctx *ctx = cli_ctx("inspect");
+    if (!ctx)
         return 1;
-    }
     int rc = 0;
     xa_st_file *f = NULL;
     if (xa_st_open(ctx, path, &f) != XA_OK) {

@@ -49,7 +49,9 @@ int cmd_info(int argc, char **argv) {
                 "weights.\n");
         return argc == 2 ? 0 : 2;
     }
-    xa_ctx *ctx = xa_ctx_new();
+    xa_ctx *ctx = cli_ctx("info");
+    if (!ctx)
+        return 1;
     xa_model *m;
     double t0 = now_ms();
     if (xa_model_load(ctx, argv[1], &m) != XA_OK) {
@@ -153,7 +155,11 @@ int cmd_make_random(int argc, char **argv) {
             return 1;
         }
     }
-    xa_ctx *ctx = xa_ctx_new();
+    xa_ctx *ctx = cli_ctx("make-random");
+    if (!ctx) {
+        free(owned);
+        return 1;
+    }
     int rc = 0;
     if (xa_model_write_random(ctx, json, out, &o) != XA_OK)
         rc = cli_fail("make-random", ctx);
@@ -330,7 +336,11 @@ int cmd_encode(int argc, char **argv) {
         encode_usage(stderr);
         goto out_args;
     }
-    xa_ctx *ctx = xa_ctx_new();
+    xa_ctx *ctx = cli_ctx("encode");
+    if (!ctx) {
+        rc = 1;
+        goto out_args;
+    }
     xa_model *m = NULL;
     xa_st_writer *w = NULL;
     xa_text_out text;

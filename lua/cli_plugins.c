@@ -219,11 +219,9 @@ int cmd_plugins(int argc, char **argv) {
         }
     }
 
-    xa_ctx *ctx = xa_ctx_new();
-    if (!ctx) {
-        fprintf(stderr, "xadapt plugins: out of memory\n");
+    xa_ctx *ctx = cli_ctx("plugins");
+    if (!ctx)
         return 1;
-    }
     int rc = 0;
     class_entry *cls = NULL;
     xa_registry *r = xa_registry_new(ctx);

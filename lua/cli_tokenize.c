@@ -104,11 +104,9 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "xadapt tokenize: --pair needs an even number of texts, got %d\n", ntexts);
         return 2;
     }
-    xa_ctx *ctx = xa_ctx_new();
-    if (!ctx) {
-        fprintf(stderr, "xadapt tokenize: out of memory\n");
+    xa_ctx *ctx = cli_ctx("tokenize");
+    if (!ctx)
         return 1;
-    }
     xa_tokenizer *tok = NULL;
     xa_encoding enc = {0};
     int rc = 0;

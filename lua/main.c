@@ -65,6 +65,13 @@ int cli_fail(const char *cmd, xa_ctx *ctx) {
     return 1;
 }
 
+xa_ctx *cli_ctx(const char *cmd) {
+    xa_ctx *ctx = xa_ctx_new();
+    if (!ctx)
+        fprintf(stderr, "xadapt %s: out of memory\n", cmd);
+    return ctx;
+}
+
 int main(int argc, char **argv) {
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
