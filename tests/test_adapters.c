@@ -41,6 +41,20 @@ static const kind kinds[] = {
 };
 #define NKINDS (sizeof kinds / sizeof *kinds)
 
+// Backward of the MSE between the fused output and a random target; the largest |gradient| of
+// the named parameter (0 when it has none).
+static float backward_mse_grad(fixture *f, const xa_net_out *out, const char *param) {
+    xa_tensor *target = rand_tensor(f->ctx, 2, 7, 32, 0);
+    cr_assert_eq(xa_backward(f->ctx, xa_mse(f->ctx, out->fused, target)), XA_OK, "%s",
+                 xa_errmsg(f->ctx));
+    xa_tensor_release(target);
+    xa_tensor *w = xa_params_find(xa_net_params(f->net), param);
+    float g = 0;
+    for (int64_t i = 0; w && w->grad && i < w->numel; i++)
+        g = fmaxf(g, fabsf(w->grad[i]));
+    return g;
+}
+
 Test(adapters, untrained_adapters_leave_the_base_bit_for_bit_unchanged) {
     for (size_t k = 0; k < NKINDS; k++) {
         if (!kinds[k].identity_at_init)
@@ -274,18 +288,11 @@ Test(adapters, kadapter_training_step_records_no_plm_op_on_the_tape) {
     cr_expect_eq(xa_tape_count(f.ctx, "add"), add);
     cr_expect_eq(xa_tape_count(f.ctx, NULL), linear + ln + attn + gelu + drop + add,
                  "every recorded op is the adapter's own (no embedding, no frozen block)");
-    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
-    cr_assert_eq(xa_backward(f.ctx, xa_mse(f.ctx, out.fused, target)), XA_OK, "%s",
-                 xa_errmsg(f.ctx));
+    float g = backward_mse_grad(&f, &out, "fac.a0.down.weight");
     for (int i = 0; i <= 2; i++)
         cr_expect(!xa_tensor_needs_grad(out.plm.hidden[i]) && !out.plm.hidden[i]->grad,
                   "hidden state %d of the frozen PLM must not need or get a gradient", i);
-    xa_tensor *w = xa_params_find(xa_net_params(f.net), "fac.a0.down.weight");
-    float g = 0;
-    for (int64_t i = 0; w && w->grad && i < w->numel; i++)
-        g = fmaxf(g, fabsf(w->grad[i]));
     cr_expect_gt(g, 0.0f, "the first tap's down-projection must get a gradient");
-    xa_tensor_release(target);
     fixture_close(&f);
 }
 
@@ -492,15 +499,7 @@ Test(adapters, lora_refuses_to_train_while_merged) {
     cr_assert_eq(xa_net_control(f.net, "lora", "unmerge"), XA_OK, "%s", xa_errmsg(f.ctx));
     xa_arena_reset(f.ctx);
     cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK, "%s", xa_errmsg(f.ctx));
-    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
-    cr_assert_eq(xa_backward(f.ctx, xa_mse(f.ctx, out.fused, target)), XA_OK, "%s",
-                 xa_errmsg(f.ctx));
-    xa_tensor *b = xa_params_find(xa_net_params(f.net), "lora.l0.q.lora_B");
-    float g = 0;
-    for (int64_t i = 0; b && b->grad && i < b->numel; i++)
-        g = fmaxf(g, fabsf(b->grad[i]));
-    cr_expect_gt(g, 0.0f, "unmerged, B learns again");
-    xa_tensor_release(target);
+    cr_expect_gt(backward_mse_grad(&f, &out, "lora.l0.q.lora_B"), 0.0f, "unmerged, B learns again");
     fixture_close(&f);
 }
 
