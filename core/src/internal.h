@@ -44,8 +44,9 @@ struct xa_ctx {
 
 // Give an activation's gradient buffer back for reuse (backward is done with it).
 void xa_grad_recycle(xa_ctx *ctx, xa_tensor *t);
-// An activation's gradient buffer for an op that writes all of it: a new one is not zeroed and
-// *fresh says so (the op assigns instead of accumulating); an existing one is returned as is.
+// A gradient buffer for an op that writes all of it: a new one is not zeroed and *fresh says so
+// (the op assigns instead of accumulating); an existing one is returned as is. xa_tensor_grad is
+// this plus zeroing.
 float *xa_tensor_grad_fresh(xa_ctx *ctx, xa_tensor *t, bool *fresh);
 // The backward of an op whose input gradient is its output gradient, as is or changed in place
 // (sums, dropout, scaling, views): when `t` has no gradient buffer yet, the output's is handed to

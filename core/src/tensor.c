@@ -207,25 +207,20 @@ static void arena_floats_free(xa_ctx *ctx, float *p, size_t bytes) {
 
 float *xa_tensor_grad_fresh(xa_ctx *ctx, xa_tensor *t, bool *fresh) {
     *fresh = false;
-    if (t->grad || !(t->flags & XA_TENSOR_ARENA))
-        return xa_tensor_grad(ctx, t);
-    t->grad = arena_floats(ctx, (size_t)t->numel * sizeof(float));
+    if (t->grad)
+        return t->grad;
+    size_t bytes = (size_t)t->numel * sizeof(float);
+    t->grad = t->flags & XA_TENSOR_ARENA ? arena_floats(ctx, bytes) : xa_aligned_alloc(ctx, bytes);
     *fresh = t->grad != NULL;
     return t->grad;
 }
 
 float *xa_tensor_grad(xa_ctx *ctx, xa_tensor *t) {
-    if (t->grad)
-        return t->grad;
-    size_t bytes = (size_t)t->numel * sizeof(float);
-    if (t->flags & XA_TENSOR_ARENA) {
-        t->grad = arena_floats(ctx, bytes);
-    } else {
-        t->grad = xa_aligned_alloc(ctx, bytes);
-    }
-    if (t->grad)
-        memset(t->grad, 0, bytes);
-    return t->grad;
+    bool fresh;
+    float *g = xa_tensor_grad_fresh(ctx, t, &fresh);
+    if (fresh)
+        memset(g, 0, (size_t)t->numel * sizeof(float));
+    return g;
 }
 
 // --- the step arena ------------------------------------------------------------------------
