@@ -539,10 +539,13 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
         base_args(&c, &args);
         args.layer = -1, args.at = XA_AT_SIDE, args.h = out->plm.last;
         args.taps = taps, args.tap_layers = a->taps, args.ntaps = a->ntaps;
-        if (!(side[k++] = a->cls->forward(a, &args)))
+        size_t since = xa_tape_count(ctx, NULL);
+        if (!(side[k] = a->cls->forward(a, &args)))
             return xa_errcode(ctx) ? xa_errcode(ctx)
                                    : xa_errorf(ctx, XA_EPLUGIN, "%s: side forward returned nothing",
                                                a->name);
+        // As after a recorded block: what backward will not read goes back to the arena now.
+        xa_tape_drop_unread(ctx, since, side[k++]);
     }
     out->fused = fuse(ctx, n, out->plm.last, side, nside);
     return out->fused ? XA_OK : (xa_errcode(ctx) ? xa_errcode(ctx) : XA_ENOMEM);
