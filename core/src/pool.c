@@ -1,6 +1,8 @@
 // A small fork-join pool: the calling thread runs chunk 0, workers run the rest. Workers spin
 // briefly on a generation counter before sleeping on a condition variable, because steps issue
 // thousands of short parallel regions and a sleeping wake-up costs more than the work.
+// The team changes (first start, xa_pool_resize) only under the region lock, so no region runs
+// while it does and two user threads cannot start it twice.
 #include "pool.h"
 
 #include <pthread.h>
@@ -14,15 +16,16 @@
 static struct {
     pthread_mutex_t mu, region; // region: one parallel region at a time across user threads
     pthread_cond_t wake, done;
-    int nthreads;  // including the caller
+    atomic_int nthreads; // including the caller
     int nworkers;  // started worker threads
     pthread_t tid[MAX_THREADS];
+    uint64_t born[MAX_THREADS]; // gen when worker i+1 started: regions before it are not its own
     atomic_uint_fast64_t gen; // bumped per parallel region
     atomic_int pending;       // chunks not yet finished
     xa_range_fn fn;
     void *arg;
     int64_t n, chunks;
-    bool init;
+    atomic_bool ready; // the team has been started
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .region = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
        .done = PTHREAD_COND_INITIALIZER};
 
@@ -37,7 +40,7 @@ static void run_chunk(int64_t c) {
 
 static void *worker(void *p) {
     int64_t id = (int64_t)(intptr_t)p; // 1..nthreads-1
-    uint64_t seen = 0;
+    uint64_t seen = P.born[id - 1];
     inside = true;
     for (;;) {
         uint64_t g;
@@ -70,10 +73,12 @@ static int default_threads(void) {
     return n > 0 ? (int)n : 1;
 }
 
+// Caller holds P.region.
 static void ensure_workers(int n) {
     if (n > MAX_THREADS)
         n = MAX_THREADS;
     while (P.nworkers < n - 1) {
+        P.born[P.nworkers] = atomic_load_explicit(&P.gen, memory_order_relaxed);
         if (pthread_create(&P.tid[P.nworkers], NULL, worker, (void *)(intptr_t)(P.nworkers + 1)))
             break; // fewer threads than asked: keep what we have
         pthread_detach(P.tid[P.nworkers]);
@@ -83,10 +88,14 @@ static void ensure_workers(int n) {
 }
 
 static void init_once(void) {
-    if (!P.init) {
-        P.init = true;
+    if (atomic_load_explicit(&P.ready, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&P.region);
+    if (!atomic_load_explicit(&P.ready, memory_order_relaxed)) {
         ensure_workers(default_threads());
+        atomic_store_explicit(&P.ready, true, memory_order_release);
     }
+    pthread_mutex_unlock(&P.region);
 }
 
 int xa_pool_threads(void) {
@@ -97,8 +106,12 @@ int xa_pool_threads(void) {
 bool xa_pool_inside(void) { return inside; }
 
 void xa_pool_resize(int n) {
-    P.init = true;
+    if (inside) // the team cannot change under one of its own regions
+        return;
+    pthread_mutex_lock(&P.region);
     ensure_workers(n < 1 ? 1 : n);
+    atomic_store_explicit(&P.ready, true, memory_order_release);
+    pthread_mutex_unlock(&P.region);
 }
 
 void xa_parallel_for(int64_t n, int64_t grain, xa_range_fn fn, void *arg) {
@@ -106,10 +119,15 @@ void xa_parallel_for(int64_t n, int64_t grain, xa_range_fn fn, void *arg) {
         return;
     init_once();
     int64_t chunks = grain > 0 ? n / grain : n;
-    if (chunks > P.nthreads)
-        chunks = P.nthreads;
     if (chunks <= 1 || inside || pthread_mutex_trylock(&P.region) != 0) {
         fn(arg, 0, n); // small, nested, or another user thread holds the pool: run here
+        return;
+    }
+    if (chunks > P.nthreads)
+        chunks = P.nthreads;
+    if (chunks <= 1) {
+        pthread_mutex_unlock(&P.region);
+        fn(arg, 0, n);
         return;
     }
     // Only the workers with an id < chunks do work; every worker still acknowledges the region.
