@@ -7,15 +7,34 @@
 
 #include <utf8proc.h>
 
+#include "tok_bert_unicode.h"
 #include "tok_internal.h"
 
 // --- BertNormalizer ------------------------------------------------------------------------------
+
+// The category HF's BERT stages see: utf8proc's, except where HF's older tables differ
+// (tok_bert_unicode.h, generated from HF's own tokenizer over every code point).
+static utf8proc_category_t bert_category(int32_t c) {
+    size_t lo = 0, hi = sizeof bert_hf_categories / sizeof *bert_hf_categories;
+    if (c < bert_hf_categories[0].lo)
+        return utf8proc_category(c);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c < bert_hf_categories[mid].lo)
+            hi = mid;
+        else if (c > bert_hf_categories[mid].hi)
+            lo = mid + 1;
+        else
+            return bert_hf_categories[mid].category;
+    }
+    return utf8proc_category(c);
+}
 
 // HF's is_control: categories Cc, Cf, Co, Cs (not Cn), except the three whitespace controls.
 static bool is_control(int32_t c) {
     if (c == '\t' || c == '\n' || c == '\r')
         return false;
-    switch (utf8proc_category(c)) {
+    switch (bert_category(c)) {
     case UTF8PROC_CATEGORY_CC:
     case UTF8PROC_CATEGORY_CF:
     case UTF8PROC_CATEGORY_CO:
@@ -64,7 +83,7 @@ bool xa_tok_norm_bert(const tok_norm *nm, const int32_t *in, size_t n, tok_i32 *
             return false;
         size_t k = 0;
         for (size_t i = 0; i < out->n; i++)
-            if (utf8proc_category(out->v[i]) != UTF8PROC_CATEGORY_MN)
+            if (bert_category(out->v[i]) != UTF8PROC_CATEGORY_MN)
                 out->v[k++] = out->v[i];
         out->n = k;
         cur = out;
@@ -94,7 +113,7 @@ static bool is_bert_punct(int32_t c) {
     if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
         (c >= 123 && c <= 126))
         return true;
-    switch (utf8proc_category(c)) {
+    switch (bert_category(c)) {
     case UTF8PROC_CATEGORY_PC:
     case UTF8PROC_CATEGORY_PD:
     case UTF8PROC_CATEGORY_PS:
