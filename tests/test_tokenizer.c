@@ -702,6 +702,35 @@ Test(tokenizer_errors, merges_in_tokenizer_json_are_checked) {
     free(dir);
 }
 
+Test(tokenizer_errors, a_post_processor_id_that_names_no_token_is_refused) {
+    char *dir = tmpdir();
+    write_tiny_bpe(dir, false);
+    char *p = join(dir, "tokenizer.json");
+    size_t n;
+    char *text = read_file(p, &n);
+    const char *cls = "[\"<s>\", 0]";
+    char *at = strstr(text, cls), *bad = malloc(n + 16);
+    cr_assert(at && bad);
+    // "<s>" is id 0; 9999 is past the vocabulary, and HF would emit it as written
+    sprintf(bad, "%.*s[\"<s>\", 9999]%s", (int)(at - text), text, at + strlen(cls));
+    put(dir, "tokenizer.json", bad);
+    expect_load_error(dir, XA_EFORMAT, "tokenizer.json", "post_processor adds id 9999");
+    free(bad);
+    free(text);
+    free(p);
+    rm_tree(dir);
+    free(dir);
+}
+
+Test(tokenizer_errors, a_vocabulary_id_far_past_its_entries_is_refused) {
+    char *dir = tmpdir();
+    put(dir, "vocab.json", "{\"<unk>\": 0, \"a\": 1, \"b\": 505230689}");
+    put(dir, "merges.txt", "#version: 0.2\na b\n");
+    expect_load_error(dir, XA_EFORMAT, "vocab.json", "'b' has id 505230689, far past the 3");
+    rm_tree(dir);
+    free(dir);
+}
+
 Test(tokenizer_errors, a_vocabulary_without_unk_is_refused) {
     char *dir = tmpdir();
     put(dir, "vocab.txt", "[PAD]\n[CLS]\n[SEP]\nhello\n");

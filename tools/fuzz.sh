@@ -1,17 +1,35 @@
 #!/bin/sh
-# Fuzz the safetensors reader: build the libFuzzer harness with clang in build-fuzz/ and run it for
-# N seconds (default 60; `tools/fuzz.sh 600` for ten minutes). Committed seeds in tests/fuzz/corpus
-# are only read; inputs the fuzzer finds interesting go to build-fuzz/corpus, crashes and leaks to
-# build-fuzz/findings/. Exit status is non-zero when there is a finding.
+# Fuzz the file parsers: build the libFuzzer harnesses with clang in build-fuzz/ and run each for
+# N seconds (default 60; `tools/fuzz.sh 600` for ten minutes each), all of them or those named:
+#   tools/fuzz.sh [SECONDS] [safetensors] [tokenizer]
+# safetensors: the safetensors reader (seeds in tests/fuzz/corpus); tokenizer: the tokenizer
+# loaders (tokenizer.json, vocab.txt, vocab.json + merges.txt) with encode and decode behind them
+# (seeds in tests/fuzz/corpus_tokenizer). Committed seeds are only read; inputs the fuzzer finds
+# interesting go to build-fuzz/corpus-NAME, crashes and leaks to build-fuzz/findings/. Exit
+# status is non-zero when any harness has a finding.
 set -eu
-secs=${1:-60}
+secs=60
+case ${1:-} in
+[0-9]*) secs=$1; shift ;;
+esac
+targets=${*:-safetensors tokenizer}
 root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 cd "$root"
 if [ ! -f build-fuzz/build.ninja ]; then
     CC=clang meson setup build-fuzz -Dfuzz=true -Dtests=false
 fi
-ninja -C build-fuzz tests/fuzz/fuzz_safetensors
-mkdir -p build-fuzz/corpus build-fuzz/findings
-exec ./build-fuzz/tests/fuzz/fuzz_safetensors -max_total_time="$secs" -max_len=4096 -timeout=10 \
-    -dict=tests/fuzz/safetensors.dict -artifact_prefix=build-fuzz/findings/ -print_final_stats=1 \
-    build-fuzz/corpus tests/fuzz/corpus
+status=0
+for t in $targets; do
+    case $t in
+    safetensors) seeds=tests/fuzz/corpus ;;
+    tokenizer) seeds=tests/fuzz/corpus_tokenizer ;;
+    *) echo "fuzz.sh: unknown harness '$t' (safetensors, tokenizer)" >&2; exit 2 ;;
+    esac
+    ninja -C build-fuzz "tests/fuzz/fuzz_$t"
+    mkdir -p "build-fuzz/corpus-$t" build-fuzz/findings
+    echo "fuzz.sh: $t for ${secs}s" >&2
+    "./build-fuzz/tests/fuzz/fuzz_$t" -max_total_time="$secs" -max_len=4096 -timeout=10 \
+        -dict="tests/fuzz/$t.dict" -artifact_prefix="build-fuzz/findings/$t-" \
+        -print_final_stats=1 "build-fuzz/corpus-$t" "$seeds" || status=1
+done
+exit $status

@@ -321,6 +321,17 @@ static xa_status finish(xa_ctx *ctx, xa_tokenizer *tok, const tok_config *cfg, c
         if (last->seq < 0 && last->n_ids > 0)
             info->eos_id = last->ids[last->n_ids - 1];
     }
+    // HF emits a post-processor's ids as written; one that names no token would give ids that
+    // nothing downstream (embeddings, decode) can read.
+    const tok_template *tpl[2] = {&tok->single, &tok->pair};
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < tpl[t]->n; i++)
+            for (int k = 0; k < tpl[t]->items[i].n_ids; k++)
+                if (!xa_tokenizer_id_token(tok, tpl[t]->items[i].ids[k]))
+                    return xa_errorf(ctx, XA_EFORMAT,
+                                     "%s: post_processor adds id %d, which is no token of the "
+                                     "vocabulary (%d ids)",
+                                     path, (int)tpl[t]->items[i].ids[k], (int)n_ids);
     info->type_ids = bert;
     info->model_max_length = clip ? 77 : 512;
     if (cfg->max_length > 0)
@@ -422,12 +433,20 @@ static xa_status read_vocab_object(xa_ctx *ctx, const char *where, const cJSON *
                                    xa_tokenizer *tok) {
     if (!cJSON_IsObject(vocab))
         return xa_errorf(ctx, XA_EFORMAT, "%s: expected an object of token -> id", where);
+    int entries = cJSON_GetArraySize(vocab);
     for (const cJSON *e = vocab->child; e; e = e->next) {
         int32_t id;
         if (!jint(e, &id))
             return xa_errorf(ctx, XA_EFORMAT,
                              "%s: token '%s' has id %.17g, expected a non-negative integer", where,
                              e->string, cJSON_IsNumber(e) ? e->valuedouble : -1.0);
+        // Ids number the tokens 0..n-1 (a few holes are tolerated): a wild id is a broken file,
+        // not a reason to allocate a table for it.
+        if ((int64_t)id >= 2 * (int64_t)entries + 1024)
+            return xa_errorf(ctx, XA_EFORMAT,
+                             "%s: token '%s' has id %d, far past the %d entries (ids number the "
+                             "tokens from 0)",
+                             where, e->string, (int)id, entries);
         if (xa_tok_vocab_add(&tok->vocab, e->string, strlen(e->string), id) < 0)
             return xa_errorf(ctx, XA_ENOMEM, "%s: out of memory", where);
     }
@@ -705,7 +724,11 @@ static xa_status parse_template(xa_ctx *ctx, const char *path, const cJSON *item
         it->type_id = type_id;
         if (sq) {
             const char *id = jstr(sq, "id");
-            it->seq = id && !strcmp(id, "B") ? 1 : 0;
+            if (!id || (strcmp(id, "A") && strcmp(id, "B")))
+                return xa_errorf(ctx, XA_EFORMAT,
+                                 "%s: post_processor template sequence '%s' is neither A nor B",
+                                 path, id ? id : "?");
+            it->seq = !strcmp(id, "B");
         } else if (sp) {
             const char *name = jstr(sp, "id");
             const cJSON *def = name ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
@@ -735,6 +758,24 @@ static xa_status parse_template(xa_ctx *ctx, const char *path, const cJSON *item
     return XA_OK;
 }
 
+// HF's own rule: the single template uses the sequence A once and no B, the pair template A and B
+// once each.
+static xa_status check_template(xa_ctx *ctx, const char *path, const tok_template *t,
+                                const char *name, int want_b) {
+    int uses[2] = {0, 0};
+    for (int i = 0; i < t->n; i++)
+        if (t->items[i].seq >= 0)
+            uses[t->items[i].seq]++;
+    if (uses[0] != 1 || uses[1] != want_b)
+        return xa_errorf(ctx, XA_EFORMAT,
+                         "%s: post_processor template '%s' must use %s (it uses A %d times, B "
+                         "%d times)",
+                         path, name,
+                         want_b ? "the sequences A and B once each" : "the sequence A once, no B",
+                         uses[0], uses[1]);
+    return XA_OK;
+}
+
 // One post_processor (not a Sequence; parse_component handles those).
 static xa_status post_processor_one(xa_ctx *ctx, const char *path, const cJSON *j,
                                     const char *type, xa_tokenizer *tok) {
@@ -755,7 +796,9 @@ static xa_status post_processor_one(xa_ctx *ctx, const char *path, const cJSON *
         if ((st = parse_template(ctx, path, cJSON_GetObjectItemCaseSensitive(j, "single"), specials,
                                  &tok->single)) ||
             (st = parse_template(ctx, path, cJSON_GetObjectItemCaseSensitive(j, "pair"), specials,
-                                 &tok->pair)))
+                                 &tok->pair)) ||
+            (st = check_template(ctx, path, &tok->single, "single", 0)) ||
+            (st = check_template(ctx, path, &tok->pair, "pair", 1)))
             return st;
         tok->has_template = true;
         return XA_OK;
