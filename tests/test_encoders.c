@@ -185,6 +185,9 @@ Test(encoders, bad_configs_are_refused_with_the_key) {
          "num_attention_heads 4 does not divide hidden_size 30"},
         {"{\"model_type\": \"bert\", \"hidden_act\": \"swish\"}", "hidden_act 'swish'"},
         {"{\"model_type\": \"bert\", \"num_hidden_layers\": 2.5}", "'num_hidden_layers' must be an integer"},
+        // found by fuzz_config: converting these to int64/float was undefined behaviour
+        {"{\"model_type\": \"bert\", \"hidden_size\": 2.5e36}", "'hidden_size' must be an integer"},
+        {"{\"model_type\": \"bert\", \"layer_norm_eps\": 1e300}", "'layer_norm_eps' must be a number a float"},
         {"{\"model_type\": \"bert\", \"position_embedding_type\": \"relative_key\"}", "relative_key"},
         {"{\"model_type\": \"bert\",", "invalid JSON"},
         {"[1, 2]", "expected a JSON object"},
@@ -194,6 +197,15 @@ Test(encoders, bad_configs_are_refused_with_the_key) {
         write_file(p, cases[i][0], strlen(cases[i][0]));
         expect_load_error(d, cases[i][1]);
     }
+}
+
+Test(encoders, make_random_refuses_an_initializer_range_no_float_holds) {
+    const char *d = make_tmpdir();
+    const char *cfg = "{\"model_type\": \"bert\", \"hidden_size\": 8, \"num_hidden_layers\": 1, "
+                      "\"num_attention_heads\": 2, \"intermediate_size\": 16, \"vocab_size\": 30, "
+                      "\"initializer_range\": 1e300}";
+    cr_expect_eq(xa_model_write_random(ctx, cfg, d, &(xa_random_opts){.seed = 1}), XA_EFORMAT);
+    cr_expect(strstr(xa_errmsg(ctx), "'initializer_range'") != NULL, "%s", xa_errmsg(ctx));
 }
 
 Test(encoders, a_truncated_weight_file_is_refused) {

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Fuzz the file parsers: build the libFuzzer harnesses with clang in build-fuzz/ and run each for
 # N seconds (default 60; `tools/fuzz.sh 600` for ten minutes each), all of them or those named:
-#   tools/fuzz.sh [SECONDS] [safetensors] [tokenizer] [data]
+#   tools/fuzz.sh [SECONDS] [safetensors] [tokenizer] [data] [config]
 # safetensors: the safetensors reader (seeds in tests/fuzz/corpus); tokenizer: the tokenizer
 # loaders (tokenizer.json, vocab.txt, vocab.json + merges.txt) with encode and decode behind them
 # (seeds in tests/fuzz/corpus_tokenizer); data: the Lua API's JSONL and delimited-text readers
-# (seeds in tests/fuzz/corpus_data). Committed seeds are only read; inputs the fuzzer finds
+# (seeds in tests/fuzz/corpus_data); config: checkpoint directories with a fuzzed config.json
+# beside real weights (seeds in tests/fuzz/corpus_config). Committed seeds are only read; inputs the fuzzer finds
 # interesting go to build-fuzz/corpus-NAME, crashes and leaks to build-fuzz/findings/. Exit
 # status is non-zero when any harness has a finding.
 set -eu
@@ -13,7 +14,7 @@ secs=60
 case ${1:-} in
 [0-9]*) secs=$1; shift ;;
 esac
-targets=${*:-safetensors tokenizer data}
+targets=${*:-safetensors tokenizer data config}
 root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 cd "$root"
 if [ ! -f build-fuzz/build.ninja ]; then
@@ -25,7 +26,8 @@ for t in $targets; do
     safetensors) seeds=tests/fuzz/corpus ;;
     tokenizer) seeds=tests/fuzz/corpus_tokenizer ;;
     data) seeds=tests/fuzz/corpus_data ;;
-    *) echo "fuzz.sh: unknown harness '$t' (safetensors, tokenizer, data)" >&2; exit 2 ;;
+    config) seeds=tests/fuzz/corpus_config ;;
+    *) echo "fuzz.sh: unknown harness '$t' (safetensors, tokenizer, data, config)" >&2; exit 2 ;;
     esac
     ninja -C build-fuzz "tests/fuzz/fuzz_$t"
     mkdir -p "build-fuzz/corpus-$t" build-fuzz/findings

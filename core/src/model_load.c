@@ -4,6 +4,8 @@
 // `make-random` also uses to write checkpoints. Forward passes live in encoder.c and clip.c.
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,7 +78,7 @@ static bool get_int(xa_ctx *ctx, const char *path, const cJSON *obj, const char 
         return true;
     }
     double d = cJSON_IsNumber(v) ? v->valuedouble : 0.5;
-    if (d != (double)(int64_t)d || d < -1e15 || d > 1e15) {
+    if (!(d >= -1e15 && d <= 1e15) || d != floor(d)) { // range first: the cast of 1e36 is UB
         xa_errorf(ctx, XA_EFORMAT, "%s: '%s' must be an integer", path, key);
         return false;
     }
@@ -91,8 +93,8 @@ static bool get_float(xa_ctx *ctx, const char *path, const cJSON *obj, const cha
         *out = dflt;
         return true;
     }
-    if (!cJSON_IsNumber(v)) {
-        xa_errorf(ctx, XA_EFORMAT, "%s: '%s' must be a number", path, key);
+    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= FLT_MAX)) {
+        xa_errorf(ctx, XA_EFORMAT, "%s: '%s' must be a number a float can hold", path, key);
         return false;
     }
     *out = (float)v->valuedouble;

@@ -198,10 +198,14 @@ xa_status xa_model_write_random(xa_ctx *ctx, const char *config_json, const char
     shell.dir = (char *)dir;
     xa_status st = xa_config_parse(ctx, "config.json", j, &shell.cfg);
     const cJSON *ir = cJSON_GetObjectItemCaseSensitive(j, "initializer_range");
-    float std = cJSON_IsNumber(ir) ? (float)ir->valuedouble : 0.02f;
+    bool std_ok = !cJSON_IsNumber(ir) || (ir->valuedouble >= 0 && ir->valuedouble <= 1e3);
+    float std = cJSON_IsNumber(ir) && std_ok ? (float)ir->valuedouble : 0.02f;
     cJSON_Delete(j);
     if (st)
         return st;
+    if (!std_ok)
+        return xa_errorf(ctx, XA_EFORMAT, "config.json: 'initializer_range' must be a standard "
+                                          "deviation in [0, 1000]");
     if (!mkdir_p(dir))
         return xa_errorf(ctx, XA_EIO, "%s: cannot create directory (%s)", dir, strerror(errno));
     xa_tspec *spec = NULL;
