@@ -4,6 +4,8 @@
 // replaces its own. Loading must either refuse with a message or give a model whose text
 // forward runs and is finite; a crash, a sanitizer report or a silent refusal is a finding.
 // The core sources are compiled into the harness (see meson.build).
+#define _XOPEN_SOURCE 700
+#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +27,19 @@ static void check(int ok, const char *what) {
     }
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void cleanup(void) {
+    for (size_t i = 0; i < NPRESETS; i++)
+        if (dirs[i][0])
+            nftw(dirs[i], remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 static void setup(void) {
+    atexit(cleanup);
     ctx = xa_ctx_new();
     check(ctx != NULL, "context");
     for (size_t i = 0; i < NPRESETS; i++) {
