@@ -1,12 +1,13 @@
 #!/bin/sh
 # Fuzz the file parsers: build the libFuzzer harnesses with clang in build-fuzz/ and run each for
 # N seconds (default 60; `tools/fuzz.sh 600` for ten minutes each), all of them or those named:
-#   tools/fuzz.sh [SECONDS] [safetensors] [tokenizer] [data] [config]
+#   tools/fuzz.sh [SECONDS] [safetensors] [tokenizer] [data] [config] [image]
 # safetensors: the safetensors reader (seeds in tests/fuzz/corpus); tokenizer: the tokenizer
 # loaders (tokenizer.json, vocab.txt, vocab.json + merges.txt) with encode and decode behind them
 # (seeds in tests/fuzz/corpus_tokenizer); data: the Lua API's JSONL and delimited-text readers
 # (seeds in tests/fuzz/corpus_data); config: checkpoint directories with a fuzzed config.json
-# beside real weights (seeds in tests/fuzz/corpus_config). Committed seeds are only read; inputs the fuzzer finds
+# beside real weights (seeds in tests/fuzz/corpus_config); image: JPEG/PNG decoding and CLIP
+# preprocessing (seeds in tests/fuzz/corpus_image). Committed seeds are only read; inputs the fuzzer finds
 # interesting go to build-fuzz/corpus-NAME, crashes and leaks to build-fuzz/findings/. Exit
 # status is non-zero when any harness has a finding.
 set -eu
@@ -14,7 +15,7 @@ secs=60
 case ${1:-} in
 [0-9]*) secs=$1; shift ;;
 esac
-targets=${*:-safetensors tokenizer data config}
+targets=${*:-safetensors tokenizer data config image}
 root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 cd "$root"
 if [ ! -f build-fuzz/build.ninja ]; then
@@ -27,7 +28,9 @@ for t in $targets; do
     tokenizer) seeds=tests/fuzz/corpus_tokenizer ;;
     data) seeds=tests/fuzz/corpus_data ;;
     config) seeds=tests/fuzz/corpus_config ;;
-    *) echo "fuzz.sh: unknown harness '$t' (safetensors, tokenizer, data, config)" >&2; exit 2 ;;
+    image) seeds=tests/fuzz/corpus_image ;;
+    *) echo "fuzz.sh: unknown harness '$t' (safetensors, tokenizer, data, config, image)" >&2
+       exit 2 ;;
     esac
     ninja -C build-fuzz "tests/fuzz/fuzz_$t"
     mkdir -p "build-fuzz/corpus-$t" build-fuzz/findings
