@@ -4,14 +4,11 @@
 // replaces its own. Loading must either refuse with a message or give a model whose text
 // forward runs and is finite; a crash, a sanitizer report or a silent refusal is a finding.
 // The core sources are compiled into the harness (see meson.build).
-#define _XOPEN_SOURCE 700
+#include "fuzz_util.h"
+
 #include <ftw.h>
 #include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "xadapt/model.h"
 
@@ -20,12 +17,7 @@ static const char *const presets[] = {"bert-tiny", "roberta-tiny", "clip-tiny"};
 static char dirs[NPRESETS][64], configs[NPRESETS][96];
 static xa_ctx *ctx;
 
-static void check(int ok, const char *what) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_config: invariant broken: %s (%s)\n", what, ctx ? xa_errmsg(ctx) : "");
-        abort();
-    }
-}
+static const char *last_error(void) { return xa_errmsg(ctx); }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -39,9 +31,11 @@ static void cleanup(void) {
 }
 
 static void setup(void) {
+    fuzz_name = "fuzz_config";
     atexit(cleanup);
     ctx = xa_ctx_new();
     check(ctx != NULL, "context");
+    fuzz_detail = last_error;
     for (size_t i = 0; i < NPRESETS; i++) {
         snprintf(dirs[i], sizeof dirs[i], "/tmp/xadapt-fuzz-config-XXXXXX");
         check(mkdtemp(dirs[i]) != NULL, "mkdtemp");

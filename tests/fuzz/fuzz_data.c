@@ -3,28 +3,17 @@
 // (a memfd). Both readers answer either (records, lines, warnings) or (nil, message naming the
 // file); a Lua error is acceptable only as a string. Anything else, a crash or a sanitizer
 // report is a finding. The binding's sources are compiled into the harness (see meson.build).
+#include "fuzz_util.h"
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 int luaopen_xadapt(lua_State *L);
 
 static lua_State *L;
 static int fd = -1, reader = LUA_NOREF;
-static char path[64];
-
-static void check(int ok, const char *what) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_data: invariant broken: %s\n", what);
-        abort();
-    }
-}
+static char path[32];
 
 // mode -> the call; then the shape of what came back, checked in Lua where it is easiest to say.
 static const char *const script =
@@ -52,6 +41,7 @@ static const char *const script =
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!L) {
+        fuzz_name = "fuzz_data";
         L = luaL_newstate();
         check(L != NULL, "lua state");
         luaL_openlibs(L);
@@ -59,14 +49,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         lua_pop(L, 1);
         check(luaL_loadstring(L, script) == LUA_OK && lua_pcall(L, 0, 1, 0) == LUA_OK, "script");
         reader = luaL_ref(L, LUA_REGISTRYINDEX);
-        fd = memfd_create("fuzz.data", MFD_CLOEXEC);
-        check(fd >= 0, "memfd");
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        fd = fuzz_memfd("fuzz.data", path);
     }
     if (size < 1)
         return 0;
-    check(ftruncate(fd, 0) == 0, "ftruncate");
-    check(size == 1 || pwrite(fd, data + 1, size - 1, 0) == (ssize_t)(size - 1), "pwrite");
+    fuzz_put(fd, data + 1, size - 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, reader);
     lua_pushstring(L, path);
     lua_pushinteger(L, data[0]);

@@ -2,35 +2,27 @@
 // as PIL does) and the CLIP preprocessing behind it. Each input is a file (a memfd). Refusals are
 // the expected outcome and must say why; a decoded image must have sane dimensions and
 // preprocess to finite values. A crash, a sanitizer report or a broken promise is a finding.
+#include "fuzz_util.h"
+
 #include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "xadapt/image.h"
 
 static int fd = -1;
-static char path[64];
+static char path[32];
 static xa_ctx *ctx;
 
-static void check(int ok, const char *what) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_image: invariant broken: %s (%s)\n", what, ctx ? xa_errmsg(ctx) : "");
-        abort();
-    }
-}
+static const char *last_error(void) { return xa_errmsg(ctx); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0) {
-        fd = memfd_create("fuzz.image", MFD_CLOEXEC);
+        fuzz_name = "fuzz_image";
+        fd = fuzz_memfd("fuzz.image", path);
         ctx = xa_ctx_new();
-        check(fd >= 0 && ctx != NULL, "setup");
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        check(ctx != NULL, "setup");
+        fuzz_detail = last_error;
     }
-    check(ftruncate(fd, 0) == 0, "ftruncate");
-    check(size == 0 || pwrite(fd, data, size, 0) == (ssize_t)size, "pwrite");
+    fuzz_put(fd, data, size);
     xa_image *img = NULL;
     if (xa_image_load(ctx, path, &img) == XA_OK) {
         check(img && img->width > 0 && img->height > 0 && img->data, "a decoded image");

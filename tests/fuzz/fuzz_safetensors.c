@@ -2,25 +2,15 @@
 // touches the disk) that is opened, walked entry by entry (bytes, lookup, f32 tensor) and closed.
 // Refusals are the expected outcome; a crash, a sanitizer report, a leak or a broken invariant
 // of an accepted file (checked below with abort) is a finding. Built by tests/fuzz/meson.build.
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include "fuzz_util.h"
+
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "xadapt/safetensors.h"
 
 static int fd = -1;
-static char path[64];
+static char path[32];
 static xa_ctx *ctx;
-
-static void check(int ok, const char *what) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_safetensors: invariant broken: %s\n", what);
-        abort();
-    }
-}
 
 // Everything an accepted file promises: entries in offset order tiling the data section,
 // lookups that agree, bytes that can be read, tensors that match their entry.
@@ -58,13 +48,12 @@ static void walk(xa_st_file *f) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0) {
-        fd = memfd_create("fuzz.safetensors", MFD_CLOEXEC);
+        fuzz_name = "fuzz_safetensors";
+        fd = fuzz_memfd("fuzz.safetensors", path);
         ctx = xa_ctx_new();
-        check(fd >= 0 && ctx != NULL, "setup");
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        check(ctx != NULL, "setup");
     }
-    check(ftruncate(fd, 0) == 0, "ftruncate");
-    check(pwrite(fd, data, size, 0) == (ssize_t)size, "pwrite");
+    fuzz_put(fd, data, size);
 
     xa_st_file *f = NULL;
     xa_status st = xa_st_open(ctx, path, &f);

@@ -6,30 +6,17 @@
 // Files are memfds (nothing touches the disk). Refusals are the expected outcome; a crash, a
 // sanitizer report, a leak or a broken promise of an accepted tokenizer (ids in the vocabulary,
 // masks and lengths consistent, every id decodable) is a finding. Built by tests/fuzz/meson.build.
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include "fuzz_util.h"
+
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "xadapt/tokenizer.h"
 
 static int fds[2] = {-1, -1};
-static char paths[2][64];
+static char paths[2][32];
 static xa_ctx *ctx;
 
-static void check(int ok, const char *what) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_tokenizer: invariant broken: %s\n", what);
-        abort();
-    }
-}
-
-static void put(int i, const uint8_t *p, size_t n) {
-    check(ftruncate(fds[i], 0) == 0, "ftruncate");
-    check(n == 0 || pwrite(fds[i], p, n, 0) == (ssize_t)n, "pwrite");
-}
+static const char *last_error(void) { return xa_errmsg(ctx); }
 
 // Split [*p, end) at the next NUL: returns the part, advances *p past the NUL.
 static size_t part(const uint8_t **p, const uint8_t *end) {
@@ -48,10 +35,8 @@ static void check_encoding(const xa_tokenizer *tok, const xa_encoding *e, int32_
         check(e->special_mask[i] == 0 || e->special_mask[i] == 1, "special mask is 0/1");
     }
     char *text = NULL;
-    if (xa_tokenizer_decode(ctx, tok, e->ids, e->len, true, &text) != XA_OK || !text) {
-        fprintf(stderr, "fuzz_tokenizer: decode: %s\n", xa_errmsg(ctx));
-        check(0, "every encoded id decodes");
-    }
+    check(xa_tokenizer_decode(ctx, tok, e->ids, e->len, true, &text) == XA_OK && text,
+          "every encoded id decodes");
     free(text);
 }
 
@@ -82,13 +67,12 @@ static void exercise(xa_tokenizer *tok, const char *text) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fds[0] < 0) {
+        fuzz_name = "fuzz_tokenizer";
         ctx = xa_ctx_new();
-        for (int i = 0; i < 2; i++) {
-            fds[i] = memfd_create(i ? "fuzz.merges" : "fuzz.vocab", MFD_CLOEXEC);
-            check(fds[i] >= 0, "memfd");
-            snprintf(paths[i], sizeof paths[i], "/proc/self/fd/%d", fds[i]);
-        }
         check(ctx != NULL, "setup");
+        fuzz_detail = last_error;
+        for (int i = 0; i < 2; i++)
+            fds[i] = fuzz_memfd(i ? "fuzz.merges" : "fuzz.vocab", paths[i]);
     }
     if (size < 1)
         return 0;
@@ -105,8 +89,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(text, t0, nt);
     text[nt] = '\0';
 
-    put(0, f0, n0);
-    put(1, f1, n1);
+    fuzz_put(fds[0], f0, n0);
+    fuzz_put(fds[1], f1, n1);
     xa_tokenizer *tok = NULL;
     xa_status st;
     switch (mode & 3) {
