@@ -530,7 +530,7 @@ Test(safetensors, refuses_integer_rank_5_and_missing_tensors_as_f32) {
 }
 
 Test(safetensors, accepts_every_fuzz_seed) {
-    const char *corpus = src_path("tests/fuzz/corpus");
+    const char *corpus = src_path("tests/fuzz/corpus_safetensors");
     DIR *d = opendir(corpus);
     cr_assert_not_null(d, "%s", corpus);
     struct dirent *de;

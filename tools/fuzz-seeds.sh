@@ -1,10 +1,10 @@
 #!/bin/sh
-# Regenerate the fuzzer's seed corpus, tests/fuzz/corpus/: a few tiny valid .safetensors files
-# covering every dtype xadapt reads, scalars, empty tensors, rank 5, metadata and a misaligned
-# data section. Headers are written by hand (tests/test_safetensors.c checks they still load).
+# Regenerate the safetensors fuzzer's seeds, tests/fuzz/corpus_safetensors/: a few tiny valid
+# .safetensors files covering every dtype xadapt reads, scalars, empty tensors, rank 5, metadata
+# and a misaligned data section. Headers are written by hand (tests/test_safetensors.c checks they still load).
 set -eu
 export LC_ALL=C
-out=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)/tests/fuzz/corpus
+out=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)/tests/fuzz/corpus_safetensors
 mkdir -p "$out"
 
 # seed NAME HEADER DATA: u64 little-endian header length, the header, then DATA (printf escapes).

@@ -14,10 +14,8 @@
 
 static const char *const presets[] = {"bert-tiny", "roberta-tiny", "clip-tiny"};
 #define NPRESETS (sizeof presets / sizeof *presets)
-static char dirs[NPRESETS][64], configs[NPRESETS][96];
+static char dirs[NPRESETS][4096];
 static xa_ctx *ctx;
-
-static const char *last_error(void) { return xa_errmsg(ctx); }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -35,27 +33,29 @@ static void setup(void) {
     atexit(cleanup);
     ctx = xa_ctx_new();
     check(ctx != NULL, "context");
-    fuzz_detail = last_error;
+    fuzz_ctx = ctx;
+    const char *tmp = getenv("TMPDIR");
     for (size_t i = 0; i < NPRESETS; i++) {
-        snprintf(dirs[i], sizeof dirs[i], "/tmp/xadapt-fuzz-config-XXXXXX");
-        check(mkdtemp(dirs[i]) != NULL, "mkdtemp");
+        // mkdtemp replaces the XXXXXX of its template
+        int n = snprintf(dirs[i], sizeof dirs[i], "%s/xadapt-fuzz-config-XXXXXX",
+                         tmp && *tmp ? tmp : "/tmp");
+        check(n > 0 && (size_t)n < sizeof dirs[i] && mkdtemp(dirs[i]) != NULL, "mkdtemp");
         xa_random_opts o = {.seed = 1};
         check(xa_model_write_random(ctx, xa_model_preset(presets[i]), dirs[i], &o) == XA_OK,
               "random checkpoint");
-        snprintf(configs[i], sizeof configs[i], "%s/config.json", dirs[i]);
     }
 }
 
 static void forward(xa_model *m) {
     const xa_model_config *c = xa_model_config_of(m);
+    if (c->text.vocab <= 4 || c->text.max_positions < 8)
+        return;
     int32_t ids[2 * 5];
     float mask[2 * 5];
     for (int i = 0; i < 10; i++) {
         ids[i] = (int32_t)(1 + i % 3);
         mask[i] = i == 9 ? 0.0f : 1.0f;
     }
-    if (c->text.vocab <= 4 || c->text.max_positions < 8)
-        return;
     xa_text_batch b = {.ids = ids, .mask = mask, .B = 2, .T = 5};
     xa_text_out out;
     if (xa_text_forward(ctx, m, &b, NULL, &out) == XA_OK) {
@@ -74,7 +74,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
     size_t k = data[0] % NPRESETS;
-    FILE *f = fopen(configs[k], "wb");
+    char config[4200];
+    snprintf(config, sizeof config, "%s/config.json", dirs[k]);
+    FILE *f = fopen(config, "wb");
     check(f && fwrite(data + 1, 1, size - 1, f) == size - 1 && fclose(f) == 0, "write config");
     xa_model *m = NULL;
     if (xa_model_load(ctx, dirs[k], &m) == XA_OK) {

@@ -12,15 +12,13 @@ static int fd = -1;
 static char path[32];
 static xa_ctx *ctx;
 
-static const char *last_error(void) { return xa_errmsg(ctx); }
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0) {
         fuzz_name = "fuzz_image";
         fd = fuzz_memfd("fuzz.image", path);
         ctx = xa_ctx_new();
         check(ctx != NULL, "setup");
-        fuzz_detail = last_error;
+        fuzz_ctx = ctx;
     }
     fuzz_put(fd, data, size);
     xa_image *img = NULL;

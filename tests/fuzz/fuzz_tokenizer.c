@@ -16,8 +16,6 @@ static int fds[2] = {-1, -1};
 static char paths[2][32];
 static xa_ctx *ctx;
 
-static const char *last_error(void) { return xa_errmsg(ctx); }
-
 // Split [*p, end) at the next NUL: returns the part, advances *p past the NUL.
 static size_t part(const uint8_t **p, const uint8_t *end) {
     const uint8_t *z = memchr(*p, 0, (size_t)(end - *p));
@@ -70,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fuzz_name = "fuzz_tokenizer";
         ctx = xa_ctx_new();
         check(ctx != NULL, "setup");
-        fuzz_detail = last_error;
+        fuzz_ctx = ctx;
         for (int i = 0; i < 2; i++)
             fds[i] = fuzz_memfd(i ? "fuzz.merges" : "fuzz.vocab", paths[i]);
     }
@@ -83,11 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if ((mode & 3) == 2)
         n1 = part(&p, end);
     const uint8_t *t0 = p;
-    size_t nt = part(&p, end);
-    char *text = malloc(nt + 1);
-    check(text != NULL, "malloc");
-    memcpy(text, t0, nt);
-    text[nt] = '\0';
+    char *text = strndup((const char *)t0, part(&p, end));
+    check(text != NULL, "strndup");
 
     fuzz_put(fds[0], f0, n0);
     fuzz_put(fds[1], f1, n1);

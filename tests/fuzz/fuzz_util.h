@@ -12,14 +12,17 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-// Set by each harness: its name, and optionally a function giving detail (the last error).
+#include "xadapt/core.h"
+
+// Set by each harness: its name, and the context whose last error a broken check shows.
 static const char *fuzz_name = "fuzz";
-static const char *(*fuzz_detail)(void);
+static xa_ctx *fuzz_ctx;
 
 static inline void check(int ok, const char *what) {
     if (!ok) {
-        fprintf(stderr, "%s: invariant broken: %s%s%s%s\n", fuzz_name, what,
-                fuzz_detail ? " (" : "", fuzz_detail ? fuzz_detail() : "", fuzz_detail ? ")" : "");
+        const char *detail = fuzz_ctx ? xa_errmsg(fuzz_ctx) : "";
+        fprintf(stderr, "%s: invariant broken: %s%s%s%s\n", fuzz_name, what, *detail ? " (" : "",
+                detail, *detail ? ")" : "");
         abort();
     }
 }
