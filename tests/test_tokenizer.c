@@ -685,41 +685,45 @@ Test(tokenizer_errors, a_merges_line_with_one_symbol_names_the_line) {
     free(dir);
 }
 
-Test(tokenizer_errors, merges_in_tokenizer_json_are_checked) {
+// The tiny BPE's tokenizer.json with its first `from` replaced by `to`: the load must fail with
+// both needles in the message.
+static void expect_tiny_bpe_json_error(const char *from, const char *to, const char *needle) {
     char *dir = tmpdir();
     write_tiny_bpe(dir, false);
     char *p = join(dir, "tokenizer.json");
     size_t n;
     char *text = read_file(p, &n);
-    char *at = strstr(text, "\"lo w\"");
-    cr_assert(at);
-    memcpy(at, "\"low \"", 6);
-    put(dir, "tokenizer.json", text);
-    expect_load_error(dir, XA_EFORMAT, "tokenizer.json", "model.merges[1]");
+    char *at = strstr(text, from), *bad = malloc(n + strlen(to) + 1);
+    cr_assert(at && bad, "'%s' is not in the tiny tokenizer.json", from);
+    sprintf(bad, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    put(dir, "tokenizer.json", bad);
+    expect_load_error(dir, XA_EFORMAT, "tokenizer.json", needle);
+    free(bad);
     free(text);
     free(p);
     rm_tree(dir);
     free(dir);
 }
 
+Test(tokenizer_errors, merges_in_tokenizer_json_are_checked) {
+    expect_tiny_bpe_json_error("\"lo w\"", "\"low \"", "model.merges[1]");
+}
+
 Test(tokenizer_errors, a_post_processor_id_that_names_no_token_is_refused) {
-    char *dir = tmpdir();
-    write_tiny_bpe(dir, false);
-    char *p = join(dir, "tokenizer.json");
-    size_t n;
-    char *text = read_file(p, &n);
-    const char *cls = "[\"<s>\", 0]";
-    char *at = strstr(text, cls), *bad = malloc(n + 16);
-    cr_assert(at && bad);
     // "<s>" is id 0; 9999 is past the vocabulary, and HF would emit it as written
-    sprintf(bad, "%.*s[\"<s>\", 9999]%s", (int)(at - text), text, at + strlen(cls));
-    put(dir, "tokenizer.json", bad);
-    expect_load_error(dir, XA_EFORMAT, "tokenizer.json", "post_processor adds id 9999");
-    free(bad);
-    free(text);
-    free(p);
-    rm_tree(dir);
-    free(dir);
+    expect_tiny_bpe_json_error("[\"<s>\", 0]", "[\"<s>\", 9999]", "post_processor adds id 9999");
+}
+
+Test(tokenizer_errors, a_template_without_its_sequences_is_refused) {
+    // a "single" template with no $A would count the text's tokens and place none of them
+    expect_tiny_bpe_json_error(
+        "{\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 2], \"cls\": [\"<s>\", 0]}",
+        "{\"type\": \"TemplateProcessing\", "
+        "\"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}], "
+        "\"pair\": [{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+        "{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}], "
+        "\"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [0], \"tokens\": [\"<s>\"]}}}",
+        "template 'single' must use the sequence A once, no B (it uses A 0 times");
 }
 
 Test(tokenizer_errors, a_vocabulary_id_far_past_its_entries_is_refused) {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Regenerate the safetensors fuzzer's seeds, tests/fuzz/corpus_safetensors/: a few tiny valid
 # .safetensors files covering every dtype xadapt reads, scalars, empty tensors, rank 5, metadata
-# and a misaligned data section. Headers are written by hand (tests/test_safetensors.c checks they still load).
+# and a misaligned data section. Headers are written by hand (tests/test_safetensors.c checks
+# they still load).
 set -eu
 export LC_ALL=C
 out=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)/tests/fuzz/corpus_safetensors
