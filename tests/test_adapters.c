@@ -303,9 +303,13 @@ Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
     cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
     xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
     cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
-    xa_tensor *fw = xa_params_find(xa_net_params(f.net), "fusion.weight");
-    cr_assert(fw, "concat fusion creates its projection");
-    cr_expect(fw->shape[0] == 32 && fw->shape[1] == 3 * 32, "[h_L; fac; lin] -> H");
+    // two stages, as K-Adapter's code: [h_L; fac] -> H and [h_L; lin] -> H, then the pair -> H
+    const char *projections[] = {"fusion.fac.weight", "fusion.lin.weight", "fusion.weight"};
+    for (int i = 0; i < 3; i++) {
+        xa_tensor *w = xa_params_find(xa_net_params(f.net), projections[i]);
+        cr_assert(w, "concat fusion creates %s", projections[i]);
+        cr_expect(w->shape[0] == 32 && w->shape[1] == 2 * 32, "%s is 2H -> H", projections[i]);
+    }
     xa_optim *opt = xa_optim_new(f.ctx, xa_net_params(f.net),
                                  &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f});
     xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
@@ -348,6 +352,98 @@ Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
     free(y1);
     xa_tensor_release(target);
     xa_optim_free(opt);
+    fixture_close(&f);
+}
+
+// y = W x + b for one row x of `in` floats (W is out x in, row-major).
+static void affine(const xa_tensor *w, const xa_tensor *b, const float *x, float *y) {
+    for (int64_t o = 0; o < w->shape[0]; o++) {
+        double acc = b->data[o];
+        for (int64_t i = 0; i < w->shape[1]; i++)
+            acc += (double)w->data[o * w->shape[1] + i] * x[i];
+        y[o] = (float)acc;
+    }
+}
+
+// The side output a of one K-Adapter alone: under add fusion, fused = h_L + a.
+static float *side_output(fixture *f, const char *on, const char *off) {
+    xa_net_set_fusion(f->net, XA_FUSION_ADD);
+    cr_assert_eq(xa_net_activate(f->net, on, NULL, -1), XA_OK);
+    cr_assert_eq(xa_net_activate(f->net, off, NULL, 0), XA_OK);
+    xa_arena_reset(f->ctx);
+    xa_net_out out;
+    cr_assert_eq(xa_net_forward(f->ctx, f->net, &f->batch, NULL, &out), XA_OK, "%s",
+                 xa_errmsg(f->ctx));
+    float *a = copy_of(out.fused);
+    for (int64_t i = 0; i < out.fused->numel; i++)
+        a[i] -= out.plm.last->data[i];
+    return a;
+}
+
+Test(adapters, concat_fusion_of_two_kadapters_is_the_official_two_stage_projection) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    fixture_randomize(&f, 0.2f); // the fusion parameters included
+    gc_report rep;
+    cr_expect(fixture_gradcheck(&f, &rep), "%d of %d off: %s", rep.failed, rep.checked,
+              rep.first_failure);
+    float *a_fac = side_output(&f, "fac", "lin"), *a_lin = side_output(&f, "lin", "fac");
+    cr_assert_eq(xa_net_activate(f.net, "fac", NULL, -1), XA_OK);
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    xa_arena_reset(f.ctx);
+    xa_net_out out;
+    cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    xa_params *ps = xa_net_params(f.net);
+    enum { H = 32 };
+    float x[2 * H], pair[2 * H], y[H], err = 0;
+    for (int64_t r = 0; r < out.fused->numel / H; r++) {
+        const float *h = out.plm.last->data + r * H;
+        memcpy(x, h, sizeof(float) * H);
+        memcpy(x + H, a_fac + r * H, sizeof(float) * H);
+        affine(xa_params_find(ps, "fusion.fac.weight"), xa_params_find(ps, "fusion.fac.bias"), x,
+               pair);
+        memcpy(x + H, a_lin + r * H, sizeof(float) * H);
+        affine(xa_params_find(ps, "fusion.lin.weight"), xa_params_find(ps, "fusion.lin.bias"), x,
+               pair + H);
+        affine(xa_params_find(ps, "fusion.weight"), xa_params_find(ps, "fusion.bias"), pair, y);
+        for (int i = 0; i < H; i++)
+            err = fmaxf(err, fabsf(out.fused->data[r * H + i] - y[i]));
+    }
+    cr_expect_lt(err, 1e-5f, "fused output vs the two-stage formula: %g", err);
+    free(a_fac);
+    free(a_lin);
+    fixture_close(&f);
+}
+
+Test(adapters, concat_fusion_of_one_kadapter_is_one_projection_and_names_are_checked) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    xa_tensor *w = xa_params_find(xa_net_params(f.net), "fusion.weight");
+    cr_assert(w && w->shape[1] == 2 * 32, "task_dense_x([h_L; a]): 2H -> H");
+    cr_expect_null(xa_params_find(xa_net_params(f.net), "fusion.fac.weight"));
+    // a second side network after the fusion was built is refused, not silently ignored
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_arena_reset(f.ctx);
+    cr_expect_null(fixture_forward(&f));
+    cr_expect(strstr(xa_errmsg(f.ctx), "built for 1 side network(s) at the first forward, the net now has 2"), "%s",
+              xa_errmsg(f.ctx));
+    // names the fusion parameters use, and names too long for them, are not adapter names
+    char longname[XA_ADAPTER_NAME_MAX + 2];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    cr_expect_eq(xa_net_insert(f.net, "lora", "fusion", "{}"), XA_EINVAL);
+    cr_expect_eq(xa_net_insert(f.net, "lora", longname, "{}"), XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "at most 128 characters"), "%s", xa_errmsg(f.ctx));
+    longname[XA_ADAPTER_NAME_MAX] = 0;
+    cr_expect_eq(xa_net_insert(f.net, "lora", longname, "{}"), XA_OK, "%s", xa_errmsg(f.ctx));
     fixture_close(&f);
 }
 

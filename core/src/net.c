@@ -30,7 +30,11 @@ struct xa_net {
     site_list *sites;      // [layer * XA_SITE_COUNT + site]
     xa_fusion fusion;
     xa_prefix_cache *prefix; // NULL when off
-    xa_tensor *fuse_w, *fuse_b; // concat fusion projection, created on first use
+    // Concat fusion, created on first use for `fuse_n` side networks: with one, fuse_w/fuse_b
+    // project [h_L; a] (2H -> H); with k >= 2, stage_w/stage_b[i] project [h_L; a_i] and
+    // fuse_w/fuse_b the concatenation of those k results (kH -> H).
+    xa_tensor *fuse_w, *fuse_b, **stage_w, **stage_b;
+    int fuse_n;
     char active_buf[256];
 };
 
@@ -79,6 +83,8 @@ void xa_net_free(xa_net *n) {
     free(n->replacer);
     xa_params_free(n->params);
     xa_prefix_cache_free(n->prefix);
+    free(n->stage_w);
+    free(n->stage_b);
     free(n);
 }
 
@@ -250,11 +256,13 @@ xa_status xa_net_insert(xa_net *n, const char *cls_name, const char *name, const
                          n->reg ? xa_registry_path(n->reg) : "-");
     if (!name)
         name = cls_name;
-    if (!*name || strchr(name, '.') || strchr(name, '*'))
-        return xa_errorf(ctx, XA_EINVAL, "adapter name '%s' must be non-empty, without '.' or '*'",
-                         name);
+    if (!*name || strchr(name, '.') || strchr(name, '*') || strlen(name) > XA_ADAPTER_NAME_MAX)
+        return xa_errorf(ctx, XA_EINVAL,
+                         "adapter name '%.40s%s' must be non-empty, without '.' or '*', and at "
+                         "most %d characters",
+                         name, strlen(name) > 40 ? "..." : "", XA_ADAPTER_NAME_MAX);
     if (find_adapter(n, name) || !strcmp(name, "plm") || !strcmp(name, "vlm") ||
-        !strcmp(name, "head"))
+        !strcmp(name, "head") || !strcmp(name, "fusion"))
         return xa_errorf(ctx, XA_EINVAL,
                          "an adapter named '%s' already exists (give the new one another name)",
                          name);
@@ -450,18 +458,46 @@ static int side_count(const xa_net *n) {
     return k;
 }
 
+static xa_status add_projection(xa_net *n, const char *prefix, int64_t in, xa_tensor **w,
+                                xa_tensor **b) {
+    int64_t H = n->plm->cfg.text.hidden, ws[2] = {H, in}, bs[1] = {H};
+    char name[XA_ADAPTER_NAME_MAX + 64];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    if (!(*w = xa_params_add(n->params, name, 2, ws, (xa_init){XA_INIT_KAIMING, 0})))
+        return xa_errcode(n->ctx);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    *b = xa_params_add(n->params, name, 1, bs, (xa_init){XA_INIT_ZERO, 0});
+    return *b ? XA_OK : xa_errcode(n->ctx);
+}
+
+// K-Adapter's concat fusion as its code has it: one side network, task_dense_x([h_L; a]); k of
+// them, task_dense([task_dense_1([h_L; a_1]); ...; task_dense_k([h_L; a_k])]).
 xa_status xa_net_prepare(xa_net *n) {
     int nside = side_count(n);
     if (n->fusion != XA_FUSION_CONCAT || nside == 0 || n->fuse_w)
         return XA_OK;
-    // K-Adapter: concat [h_L, a_1, ..., a_k] and project back to H
     int64_t H = n->plm->cfg.text.hidden;
-    int64_t ws[2] = {H, H * (1 + nside)}, bs[1] = {H};
-    n->fuse_w = xa_params_add(n->params, "fusion.weight", 2, ws, (xa_init){XA_INIT_KAIMING, 0});
-    n->fuse_b = n->fuse_w ? xa_params_add(n->params, "fusion.bias", 1, bs,
-                                          (xa_init){XA_INIT_ZERO, 0})
-                          : NULL;
-    return n->fuse_b ? XA_OK : xa_errcode(n->ctx);
+    if (nside > 1) {
+        n->stage_w = xa_calloc(n->ctx, (size_t)nside, sizeof *n->stage_w);
+        n->stage_b = xa_calloc(n->ctx, (size_t)nside, sizeof *n->stage_b);
+        if (!n->stage_w || !n->stage_b)
+            return XA_ENOMEM;
+        int k = 0;
+        for (size_t i = 0; i < n->nadapters; i++) {
+            if (!n->adapters[i]->ntaps)
+                continue;
+            char prefix[XA_ADAPTER_NAME_MAX + 16];
+            snprintf(prefix, sizeof prefix, "fusion.%s", n->adapters[i]->name);
+            xa_status st = add_projection(n, prefix, 2 * H, &n->stage_w[k], &n->stage_b[k]);
+            if (st)
+                return st;
+            k++;
+        }
+    }
+    xa_status st = add_projection(n, "fusion", (nside > 1 ? nside : 2) * H, &n->fuse_w, &n->fuse_b);
+    if (st == XA_OK)
+        n->fuse_n = nside;
+    return st;
 }
 
 // side[i] is NULL for a disabled side network: it adds nothing, or zeros under concat.
@@ -476,15 +512,22 @@ static xa_tensor *fuse(xa_ctx *ctx, xa_net *n, xa_tensor *last, xa_tensor **side
     }
     if (xa_net_prepare(n) != XA_OK)
         return NULL;
-    if (n->fuse_w->shape[1] != last->shape[2] * (1 + nside)) {
+    if (n->fuse_n != nside) {
         xa_errorf(ctx, XA_ESTATE,
-                  "concat fusion was built for %lld side networks, the net now has %d",
-                  (long long)(n->fuse_w->shape[1] / last->shape[2] - 1), nside);
+                  "concat fusion was built for %d side network(s) at the first forward, the net "
+                  "now has %d: insert every side network before the first forward",
+                  n->fuse_n, nside);
         return NULL;
     }
-    xa_tensor *cat = last;
-    for (int i = 0; i < nside; i++)
-        cat = xa_concat(ctx, cat, side[i] ? side[i] : xa_tensor_arena(ctx, 3, last->shape, true), -1);
+    xa_tensor *cat = NULL;
+    for (int i = 0; i < nside; i++) {
+        xa_tensor *a = side[i] ? side[i] : xa_tensor_arena(ctx, 3, last->shape, true);
+        xa_tensor *pair = xa_concat(ctx, last, a, -1);
+        if (nside == 1)
+            return xa_linear(ctx, pair, n->fuse_w, n->fuse_b);
+        xa_tensor *f = xa_linear(ctx, pair, n->stage_w[i], n->stage_b[i]);
+        cat = cat ? xa_concat(ctx, cat, f, -1) : f;
+    }
     return xa_linear(ctx, cat, n->fuse_w, n->fuse_b);
 }
 

@@ -53,6 +53,10 @@ typedef struct xa_vlm_feats {
     const float *image_token_mask, *text_token_mask;
 } xa_vlm_feats;
 
+// How side networks (K-Adapter) join the last hidden state h_L. ADD: h_L + a_1 + ... + a_k.
+// CONCAT, as K-Adapter's code: one side network, Linear(2H -> H) on [h_L; a] ("fusion.*"); k of
+// them, Linear(2H -> H) on [h_L; a_i] per side network ("fusion.<name>.*"), then Linear(kH -> H)
+// on the concatenation of the k results ("fusion.*").
 typedef enum xa_fusion { XA_FUSION_ADD, XA_FUSION_CONCAT } xa_fusion;
 
 // The net borrows plm, vlm (may be NULL) and the registry; they must outlive it.
@@ -60,7 +64,9 @@ xa_net *xa_net_new(xa_ctx *ctx, xa_model *plm, xa_model *vlm, xa_registry *reg);
 void xa_net_free(xa_net *n);
 
 // Insert an adapter of class `cls` named `name` (NULL: the class name) with options as a JSON
-// object. Unknown classes and options are errors listing the valid ones.
+// object. Unknown classes and options are errors listing the valid ones. Names are unique, at
+// most XA_ADAPTER_NAME_MAX characters, without '.' or '*', and not plm, vlm, head or fusion.
+#define XA_ADAPTER_NAME_MAX 128
 xa_status xa_net_insert(xa_net *n, const char *cls, const char *name, const char *opts_json);
 size_t xa_net_adapter_count(const xa_net *n);
 const char *xa_net_adapter_name(const xa_net *n, size_t i);
