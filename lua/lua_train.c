@@ -447,6 +447,13 @@ static int model_backward(lua_State *L) {
 }
 
 // m:_end(): end the step (frees its activations; losses of it become invalid).
+static int model_prepare(lua_State *L) {
+    xl_model *m = xl_check_model(L, 1);
+    if (xa_net_prepare(m->net) != XA_OK)
+        return xl_raise_ctx(L, "the concat fusion");
+    return 0;
+}
+
 static int model_end(lua_State *L) {
     xl_model *m = xl_check_model(L, 1);
     if (m->step.batch_ref)
@@ -539,7 +546,7 @@ void xl_open_train(lua_State *L, int mod) {
 
     static const luaL_Reg step_methods[] = {
         {"_forward", model_forward}, {"_loss", model_loss}, {"_backward", model_backward},
-        {"_end", model_end},         {NULL, NULL},
+        {"_end", model_end},         {"_prepare", model_prepare}, {NULL, NULL},
     };
     luaL_getmetatable(L, XL_MODEL);
     lua_getfield(L, -1, "__index");

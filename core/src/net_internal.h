@@ -61,7 +61,5 @@ xa_model *xa_net_plm(xa_net *n);
 xa_adapter *xa_net_adapter_at(xa_net *n, size_t i);
 xa_status xa_net_replace(xa_net *n, xa_adapter *a, int layer, int at, bool on);
 xa_status xa_net_base_linear(xa_net *n, int layer, int at, xa_tensor **w, xa_tensor **b);
-// Create the concat-fusion projection for the current side networks (idempotent).
-xa_status xa_net_prepare(xa_net *n);
 
 #endif

@@ -495,10 +495,8 @@ function xa.train(o)
   local state = {step = 0, epoch = 1, next_batch = 1, bad = 0, shuffle_seed = seed or 1234}
 
   -- Parameters some networks create on their first forward (concat fusion) must exist before
-  -- the optimizer state and a checkpoint are loaded: one forward in evaluation mode.
-  local first = data:plan({batch = math.min(batch, #data)})[1]
-  forward_loss(run, first, false)
-  m:_end()
+  -- the optimizer state and a checkpoint are loaded.
+  m:_prepare()
   optim:_bind(m)
   optim:zero_grad()
 

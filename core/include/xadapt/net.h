@@ -91,6 +91,9 @@ xa_model *xa_net_vlm_model(xa_net *n);
 // has no such action.
 xa_status xa_net_control(xa_net *n, const char *adapter, const char *command);
 void xa_net_set_fusion(xa_net *n, xa_fusion f);
+// Create now the parameters the network otherwise creates on its first forward (the concat
+// fusion's, for the side networks inserted so far), so that an optimizer or a checkpoint sees them.
+xa_status xa_net_prepare(xa_net *n);
 xa_fusion xa_net_fusion(const xa_net *n);
 
 typedef struct xa_net_batch {
