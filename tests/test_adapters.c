@@ -667,3 +667,51 @@ Test(adapters, frozen_prefix_cache_is_exact_for_in_stream_and_side_adapters) {
     prefix_cache_case("kadapter", "{\"size\": 8, \"heads\": 2, \"layers\": 1, \"taps\": [0, 1, 2], "
                                   "\"intermediate\": 16, \"dropout\": 0}");
 }
+
+// Shuffled batches are padded to their longest row, so rows come back at other lengths. The
+// fixture's rows, stored at length 7, then asked for at length 10: with in-stream adapters only,
+// the stored rows serve it (padding beyond 7 zero-filled), and every position the mask keeps is
+// bit for bit what a net without the cache computes; with a side network (which may attend to
+// padding) the batch computes its prefix again.
+static void prefix_cache_longer_batch(const char *cls, const char *opts, bool served) {
+    fixture a, b;
+    fixture_open(&a, false);
+    fixture_open(&b, false);
+    cr_assert_eq(xa_net_insert(a.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(a.ctx));
+    cr_assert_eq(xa_net_insert(b.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(b.ctx));
+    xa_net_set_prefix_cache(b.net, 64 << 20);
+    cr_assert(fixture_forward(&b), "%s", xa_errmsg(b.ctx));
+    enum { T = 10 };
+    int32_t ids[2 * T];
+    float mask[2 * T];
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < T; t++) {
+            ids[r * T + t] = t < 7 ? b.ids[r * 7 + t] : 0;
+            mask[r * T + t] = t < 7 ? b.mask[r * 7 + t] : 0.0f;
+        }
+    a.batch.text = b.batch.text = (xa_text_batch){.ids = ids, .mask = mask, .B = 2, .T = T};
+    xa_arena_reset(b.ctx);
+    xa_tensor *ya = fixture_forward(&a), *yb = fixture_forward(&b);
+    cr_assert(ya && yb, "%s / %s", xa_errmsg(a.ctx), xa_errmsg(b.ctx));
+    int64_t hits, misses, H = ya->shape[2];
+    xa_net_prefix_stats(b.net, &hits, &misses, NULL);
+    cr_expect_eq(hits, served ? 1 : 0, "%s: %lld hits", cls, (long long)hits);
+    cr_expect_eq(misses, served ? 1 : 2, "%s: %lld misses", cls, (long long)misses);
+    int differ = 0;
+    for (int64_t p = 0; p < 2 * T; p++)
+        if (mask[p] != 0.0f)
+            differ += memcmp(ya->data + p * H, yb->data + p * H, (size_t)H * sizeof(float)) != 0;
+    cr_expect_eq(differ, 0, "%s: %d kept positions differ from the net without the cache", cls,
+                 differ);
+    fixture_close(&a);
+    fixture_close(&b);
+}
+
+Test(adapters, frozen_prefix_cache_serves_longer_batches_when_only_masked_positions_change) {
+    prefix_cache_longer_batch("bottleneck", "{\"layers\": [1], \"non_linearity\": \"tanh\"}",
+                              true);
+    prefix_cache_longer_batch("lora", "{\"layers\": [1], \"targets\": [\"q\", \"ff1\"]}", true);
+    prefix_cache_longer_batch("kadapter", "{\"size\": 8, \"heads\": 2, \"layers\": 1, "
+                                          "\"taps\": [0, 1, 2], \"intermediate\": 16}",
+                              false);
+}

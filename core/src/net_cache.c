@@ -3,7 +3,10 @@
 // prefix (the input of the lowest adapted block, and side-network taps at or below it) are
 // kept per example and epoch 2 onward skips the prefix. Rows are keyed by a hash of their
 // tokens; a row is stored with the batch length it was computed at and serves any batch that is
-// not longer (padding positions depend only on the row and the position, never on the batch).
+// not longer exactly (padding positions depend only on the row and the position, never on the
+// batch). With pad_fill it also serves longer batches, its extra padding positions zero-filled:
+// without that, shuffled batches padded to their longest member would rarely find every row at
+// the length they need, and epoch 2 would compute most of its prefixes again.
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +24,7 @@ struct xa_prefix_cache {
     size_t nbuckets, count, bytes, budget;
     int64_t H;
     int layers[XA_PREFIX_MAX_LAYERS], nlayers; // which hidden states are kept
+    bool pad_fill;                             // rows serve longer batches, zeros beyond
     int64_t hits, misses;
 };
 
@@ -69,7 +73,8 @@ void xa_prefix_cache_stats(const xa_prefix_cache *c, int64_t *hits, int64_t *mis
         *bytes = c ? c->bytes : 0;
 }
 
-void xa_prefix_cache_layout(xa_prefix_cache *c, const int *layers, int n) {
+void xa_prefix_cache_layout(xa_prefix_cache *c, const int *layers, int n, bool pad_fill) {
+    c->pad_fill = pad_fill; // every stored row is exact at its length either way
     bool same = n == c->nlayers && !memcmp(layers, c->layers, (size_t)n * sizeof *layers);
     if (same)
         return;
@@ -115,7 +120,7 @@ bool xa_prefix_cache_lookup(xa_ctx *ctx, xa_prefix_cache *c, const xa_text_batch
         return false;
     for (int64_t i = 0; i < b->B; i++) {
         rows[i] = find(c, row_key(b, i, row_len(b, i)));
-        if (!rows[i] || rows[i]->T < T) {
+        if (!rows[i] || (rows[i]->T < T && !c->pad_fill)) {
             c->misses++;
             return false;
         }
@@ -125,9 +130,13 @@ bool xa_prefix_cache_lookup(xa_ctx *ctx, xa_prefix_cache *c, const xa_text_batch
         out[l] = xa_tensor_arena(ctx, 3, shape, false);
         if (!out[l])
             return false;
-        for (int64_t i = 0; i < b->B; i++)
-            memcpy(out[l]->data + i * T * H, rows[i]->data + (int64_t)l * rows[i]->T * H,
-                   (size_t)(T * H) * sizeof(float));
+        for (int64_t i = 0; i < b->B; i++) {
+            int64_t have = rows[i]->T < T ? rows[i]->T : T;
+            float *dst = out[l]->data + i * T * H;
+            memcpy(dst, rows[i]->data + (int64_t)l * rows[i]->T * H,
+                   (size_t)(have * H) * sizeof(float));
+            memset(dst + have * H, 0, (size_t)((T - have) * H) * sizeof(float));
+        }
     }
     c->hits++;
     return true;
@@ -139,7 +148,7 @@ void xa_prefix_cache_store(xa_prefix_cache *c, const xa_text_batch *b, xa_tensor
     for (int64_t i = 0; i < b->B; i++) {
         uint64_t key = row_key(b, i, row_len(b, i));
         entry *e = find(c, key);
-        if (e && e->T >= T)
+        if (e && (e->T >= T || c->pad_fill))
             continue;
         if (c->bytes + row_bytes > c->budget)
             return; // full: later rows are computed every time (no eviction churn)

@@ -219,7 +219,8 @@ H.raises(function() xa.adamw{betas = {0.9}} end, "betas = {beta1, beta2}")
 H.raises(function() xa.sgd{nesterov = true} end, "nesterov needs momentum")
 H.raises(function() xa.adamw{learning_rate = 1} end, "unknown option 'learning_rate'", "lr")
 -- the frozen-prefix cache (on by default): epochs 2 and 3 read the blocks below the adapter from
--- it and the losses are exactly those of a run without it; with base dropout it stays unused
+-- it and the losses are exactly those of a run without it, although shuffling pads a row to
+-- other lengths each epoch; with base dropout it stays unused
 local function top_model(cache)
   xa.seed(7)
   local mm = xa.model{plm = plm, prefix_cache = cache}
@@ -229,14 +230,13 @@ local function top_model(cache)
 end
 local function run3(mm, extra)
   local o = {model = mm, data = data, head = "cls", epochs = 3, batch = 8, seed = 1,
-             shuffle = false, progress = false, optim = xa.adamw{lr = 1e-2}}
+             progress = false, optim = xa.adamw{lr = 1e-2}}
   for k, v in pairs(extra or {}) do o[k] = v end
   return xa.train(o)
 end
 local cached, plain = run3(top_model()), run3(top_model(false))
 H.eq(cached.prefix_cache.misses, 6, "epoch 1: 6 batches computed the prefix")
-H.check(cached.prefix_cache.hits >= 12, "epochs 2-3: every batch reads it (%d hits)",
-        cached.prefix_cache.hits)
+H.eq(cached.prefix_cache.hits, 12, "epochs 2-3: every batch reads it")
 H.check(cached.prefix_cache.mb > 0, "the cache holds the prefix")
 H.eq(plain.prefix_cache.hits + plain.prefix_cache.misses, 0, "prefix_cache = false: off")
 for i = 1, #plain.losses do
