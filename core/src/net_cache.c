@@ -4,9 +4,10 @@
 // kept per example and epoch 2 onward skips the prefix. Rows are keyed by a hash of their
 // tokens; a row is stored with the batch length it was computed at and serves any batch that is
 // not longer exactly (padding positions depend only on the row and the position, never on the
-// batch). With pad_fill it also serves longer batches, its extra padding positions zero-filled:
-// without that, shuffled batches padded to their longest member would rarely find every row at
-// the length they need, and epoch 2 would compute most of its prefixes again.
+// batch). With pad_fill a row keeps only its tokens and serves a batch of any length, its
+// padding positions zero-filled: without that, shuffled batches padded to their longest member
+// would rarely find every row at the length they need, and epoch 2 would compute most of its
+// prefixes again.
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,20 +144,23 @@ bool xa_prefix_cache_lookup(xa_ctx *ctx, xa_prefix_cache *c, const xa_text_batch
 }
 
 void xa_prefix_cache_store(xa_prefix_cache *c, const xa_text_batch *b, xa_tensor *const *hidden) {
-    int64_t T = b->T, H = c->H, nl = c->nlayers;
-    size_t row_bytes = (size_t)(nl * T * H) * sizeof(float);
+    int64_t H = c->H, nl = c->nlayers;
     for (int64_t i = 0; i < b->B; i++) {
-        uint64_t key = row_key(b, i, row_len(b, i));
+        int64_t len = row_len(b, i), T = b->T;
+        uint64_t key = row_key(b, i, len);
         entry *e = find(c, key);
         if (e && (e->T >= T || c->pad_fill))
             continue;
+        if (c->pad_fill) // its padding will be zeros anyway: keep only the tokens
+            T = len > 0 ? len : 1;
+        size_t row_bytes = (size_t)(nl * T * H) * sizeof(float);
         if (c->bytes + row_bytes > c->budget)
             return; // full: later rows are computed every time (no eviction churn)
         float *data = malloc(row_bytes);
         if (!data)
             return;
         for (int64_t l = 0; l < nl; l++)
-            memcpy(data + l * T * H, hidden[c->layers[l]]->data + i * T * H,
+            memcpy(data + l * T * H, hidden[c->layers[l]]->data + i * b->T * H,
                    (size_t)(T * H) * sizeof(float));
         if (e) { // stored before at a shorter length: widen it
             c->bytes -= (size_t)(nl * e->T * H) * sizeof(float);

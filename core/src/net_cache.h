@@ -12,8 +12,9 @@ typedef struct xa_prefix_cache xa_prefix_cache;
 xa_prefix_cache *xa_prefix_cache_new(size_t budget_bytes, int64_t hidden);
 void xa_prefix_cache_free(xa_prefix_cache *c);
 // Which hidden states (HF numbering) are kept; a different layout empties the cache. With
-// `pad_fill`, a row stored at a shorter length than a batch's serves it too: the positions beyond
-// are padding of that row and are filled with zeros (the caller says when that is exact).
+// `pad_fill`, rows are kept without their padding and serve batches of any length, padding
+// positions filled with zeros (the caller says when that is exact); without it, a row is kept at
+// its batch's length and serves batches no longer than that, padding included.
 void xa_prefix_cache_layout(xa_prefix_cache *c, const int *layers, int n, bool pad_fill);
 // All rows cached: out[l] = (B,T,H) arena tensors of the layout's hidden states; else false.
 bool xa_prefix_cache_lookup(xa_ctx *ctx, xa_prefix_cache *c, const xa_text_batch *b,
