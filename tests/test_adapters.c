@@ -673,8 +673,9 @@ Test(adapters, frozen_prefix_cache_is_exact_for_in_stream_and_side_adapters) {
 // Shuffled batches are padded to their longest row, so rows come back at other lengths. The
 // fixture's rows, computed at length 7, then asked for at length 10: with in-stream adapters only,
 // the stored rows (their tokens only) serve it, padding zero-filled, and every position the mask
-// keeps is bit for bit what a net without the cache computes; with a side network (which may
-// attend to padding) the batch computes its prefix again.
+// keeps is what a net without the cache computes (up to rounding: GEMMs of another size may sum
+// in another order); with a side network (which may attend to padding) the batch computes its
+// prefix again.
 static void prefix_cache_longer_batch(const char *cls, const char *opts, bool served) {
     fixture a, b;
     fixture_open(&a, false);
@@ -699,12 +700,12 @@ static void prefix_cache_longer_batch(const char *cls, const char *opts, bool se
     xa_net_prefix_stats(b.net, &hits, &misses, NULL);
     cr_expect_eq(hits, served ? 1 : 0, "%s: %lld hits", cls, (long long)hits);
     cr_expect_eq(misses, served ? 1 : 2, "%s: %lld misses", cls, (long long)misses);
-    int differ = 0;
+    float worst = 0;
     for (int64_t p = 0; p < 2 * T; p++)
-        if (mask[p] != 0.0f)
-            differ += memcmp(ya->data + p * H, yb->data + p * H, (size_t)H * sizeof(float)) != 0;
-    cr_expect_eq(differ, 0, "%s: %d kept positions differ from the net without the cache", cls,
-                 differ);
+        for (int64_t h = 0; mask[p] != 0.0f && h < H; h++)
+            worst = fmaxf(worst, fabsf(ya->data[p * H + h] - yb->data[p * H + h]));
+    cr_expect_lt(worst, 1e-5f, "%s: kept positions differ from the net without the cache by %g",
+                 cls, worst);
     fixture_close(&a);
     fixture_close(&b);
 }

@@ -546,8 +546,8 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
     xa_tensor *cached[XA_PREFIX_MAX_LAYERS], *below[XA_PREFIX_MAX_LAYERS] = {0};
     bool hit = false;
     if (n->prefix && !random_base && !o.start && (nl = prefix_layout(n, layers)) > 0) {
-        // Zero-filled padding beyond a row's stored length is exact for every position a mask
-        // keeps: attention gives masked keys exactly zero weight, in-stream adapters act per
+        // Zero-filled padding beyond a row's stored length changes no position a mask keeps:
+        // attention gives masked keys exactly zero weight, in-stream adapters act per
         // position or through that attention, and heads and losses read only masked-in positions
         // (CLS, masked mean, MLM labels). Side networks may attend without a mask (K-Adapter's
         // code does), so with one the cache serves only batches no longer than a stored row.

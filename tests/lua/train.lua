@@ -219,8 +219,9 @@ H.raises(function() xa.adamw{betas = {0.9}} end, "betas = {beta1, beta2}")
 H.raises(function() xa.sgd{nesterov = true} end, "nesterov needs momentum")
 H.raises(function() xa.adamw{learning_rate = 1} end, "unknown option 'learning_rate'", "lr")
 -- the frozen-prefix cache (on by default): epochs 2 and 3 read the blocks below the adapter from
--- it and the losses are exactly those of a run without it, although shuffling pads a row to
--- other lengths each epoch; with base dropout it stays unused
+-- it, although shuffling pads a row to other lengths each epoch, and the losses are those of a
+-- run without it up to float rounding (a row's prefix is reused as computed at the length of its
+-- first batch; GEMMs of another size may round differently); with base dropout it stays unused
 local function top_model(cache)
   xa.seed(7)
   local mm = xa.model{plm = plm, prefix_cache = cache}
@@ -240,7 +241,8 @@ H.eq(cached.prefix_cache.hits, 12, "epochs 2-3: every batch reads it")
 H.check(cached.prefix_cache.mb > 0, "the cache holds the prefix")
 H.eq(plain.prefix_cache.hits + plain.prefix_cache.misses, 0, "prefix_cache = false: off")
 for i = 1, #plain.losses do
-  H.eq(cached.losses[i], plain.losses[i], "step " .. i .. ": same loss with and without the cache")
+  H.near(cached.losses[i], plain.losses[i], 1e-6 * math.abs(plain.losses[i]),
+         "step " .. i .. ": same loss with and without the cache")
 end
 local dropped = run3(top_model(), {dropout = 0.1})
 H.eq(dropped.prefix_cache.hits, 0, "base dropout: the prefix is not exact, the cache is not used")
