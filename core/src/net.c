@@ -366,6 +366,8 @@ const char *xa_net_active(xa_net *n, const char *name) {
     xa_adapter *a = find_adapter(n, name);
     if (!a)
         return NULL;
+    if (a->nsub == 0) // a class without sub-modules is on or off as a whole
+        return a->disabled ? "none" : "all";
     n->active_buf[0] = '\0';
     for (int i = 0; i < a->nsub; i++)
         if ((a->active >> i) & 1u) {

@@ -92,6 +92,11 @@ H.raises(function() m:activate("xadapter", {"x"}) end, "no sub-module 'x'", "v, 
 H.raises(function() m:activate("nope", "all") end, "no adapter named 'nope'", "xadapter, bn")
 H.raises(function() m:active("nope") end, "no adapter named 'nope'")
 H.raises(function() m:activate("xadapter", 3) end, "bad argument #2 to 'activate'")
+-- a class without sub-modules is on ("all") or off ("none") as a whole
+H.eq(m:active("bn"), "all", "a bottleneck is on once inserted")
+H.eq(m:activate("bn", "none"), "none", "switched off")
+H.eq(m:adapters()[2].active, "none", "m:adapters() says so too")
+H.eq(m:activate("bn", "all"), "all", "and on again")
 
 -- control: LoRA merges; classes without commands refuse
 local ml = xa.model{plm = plm}
