@@ -355,6 +355,59 @@ Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
     fixture_close(&f);
 }
 
+// A load that fails leaves the network as it was: no adapter, parameter or fusion of the file
+// left behind, the values, switches and RNG untouched.
+static void expect_load_changes_nothing(fixture *f, const char *path, const char *why) {
+    xa_params *ps = xa_net_params(f->net);
+    size_t count = xa_params_count(ps), adapters = xa_net_adapter_count(f->net);
+    float *before = copy_of(xa_params_at(ps, 0));
+    const char *active = strdup(xa_net_active(f->net, xa_net_adapter_name(f->net, 0)));
+    uint64_t rng[4], rng2[4];
+    xa_rng_state(f->ctx, rng);
+    cr_expect_neq(xa_net_load(f->net, path, false), XA_OK, "%s: the load must fail", why);
+    cr_expect(strstr(xa_errmsg(f->ctx), why), "%s", xa_errmsg(f->ctx));
+    cr_expect_eq(xa_net_adapter_count(f->net), adapters, "%s: adapters left behind", why);
+    cr_expect_eq(xa_params_count(ps), count, "%s: parameters left behind", why);
+    cr_expect_eq(max_abs_diff(xa_params_at(ps, 0), before), 0.0f, "%s: values changed", why);
+    cr_expect_str_eq(xa_net_active(f->net, xa_net_adapter_name(f->net, 0)), active);
+    cr_expect_eq(xa_net_fusion(f->net), XA_FUSION_ADD, "%s: fusion changed", why);
+    xa_rng_state(f->ctx, rng2);
+    cr_expect_arr_eq(rng, rng2, sizeof rng, "%s: RNG moved", why);
+    free(before);
+    free((void *)active);
+}
+
+Test(adapters, a_failed_load_leaves_the_network_as_it_was) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "bottleneck", "bn", "{\"dim\": 4}"), XA_OK);
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", "k", KA_SMALL), XA_OK);
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    char path[4200];
+    snprintf(path, sizeof path, "%s/bn_k.safetensors", make_tmpdir());
+    cr_assert_eq(xa_net_save(f.net, path), XA_OK, "%s", xa_errmsg(f.ctx));
+    fixture g;
+    fixture_open(&g, false);
+    // a same-named adapter of another class
+    cr_assert_eq(xa_net_insert(g.net, "lora", "bn", "{}"), XA_OK);
+    expect_load_changes_nothing(&g, path, "adapter 'bn' is a bottleneck in the file but a lora");
+    xa_net_free(g.net);
+    // the same class with other options: found only when the values are checked, after 'k' and
+    // the fusion were made
+    g.net = xa_net_new(g.ctx, g.plm, NULL, g.reg);
+    cr_assert_eq(xa_net_insert(g.net, "bottleneck", "bn", "{\"dim\": 6}"), XA_OK);
+    cr_assert_eq(xa_net_activate(g.net, "bn", NULL, 0), XA_OK); // off, and it must stay off
+    expect_load_changes_nothing(&g, path, "has shape");
+    // and the same network loads the file once it matches
+    xa_net_free(g.net);
+    g.net = xa_net_new(g.ctx, g.plm, NULL, g.reg);
+    cr_assert_eq(xa_net_load(g.net, path, false), XA_OK, "%s", xa_errmsg(g.ctx));
+    cr_expect_eq(xa_net_adapter_count(g.net), 2);
+    fixture_close(&g);
+    fixture_close(&f);
+}
+
 // y = W x + b for one row x of `in` floats (W is out x in, row-major).
 static void affine(const xa_tensor *w, const xa_tensor *b, const float *x, float *y) {
     for (int64_t o = 0; o < w->shape[0]; o++) {

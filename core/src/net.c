@@ -40,6 +40,7 @@ struct xa_net {
 
 xa_ctx *xa_net_ctx(xa_net *n) { return n->ctx; }
 xa_model *xa_net_plm(xa_net *n) { return n->plm; }
+xa_registry *xa_net_registry(xa_net *n) { return n->reg; }
 xa_adapter *xa_net_adapter_at(xa_net *n, size_t i) { return i < n->nadapters ? n->adapters[i] : NULL; }
 
 xa_net *xa_net_new(xa_ctx *ctx, xa_model *plm, xa_model *vlm, xa_registry *reg) {
@@ -300,6 +301,51 @@ xa_status xa_net_insert(xa_net *n, const char *cls_name, const char *name, const
     }
     n->adapters[n->nadapters++] = a;
     return XA_OK;
+}
+
+// --- taking back a failed load ------------------------------------------------------------------
+
+xa_status xa_net_mark_take(xa_net *n, xa_net_mark *m) {
+    *m = (xa_net_mark){.nadapters = n->nadapters, .fusion = n->fusion, .fused = n->fuse_w != NULL};
+    xa_rng_state(n->ctx, m->rng);
+    size_t k = n->nadapters ? n->nadapters : 1;
+    m->active = malloc(k * sizeof *m->active);
+    m->disabled = malloc(k * sizeof *m->disabled);
+    if (!m->active || !m->disabled) {
+        xa_net_mark_free(m);
+        return xa_errorf(n->ctx, XA_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n->nadapters; i++)
+        m->active[i] = n->adapters[i]->active, m->disabled[i] = n->adapters[i]->disabled;
+    return XA_OK;
+}
+
+static void drop_fusion(xa_net *n) {
+    xa_params_remove_prefix(n->params, "fusion.");
+    free(n->stage_w);
+    free(n->stage_b);
+    n->fuse_w = n->fuse_b = NULL, n->stage_w = n->stage_b = NULL, n->fuse_n = 0;
+}
+
+void xa_net_mark_restore(xa_net *n, xa_net_mark *m) {
+    if (!m->fused && n->fuse_w)
+        drop_fusion(n);
+    while (n->nadapters > m->nadapters) { // the last inserted first: their sites are last
+        xa_adapter *a = n->adapters[--n->nadapters];
+        unwind(n, a);
+        xa_adapter_destroy(a);
+    }
+    for (size_t i = 0; i < n->nadapters; i++)
+        n->adapters[i]->active = m->active[i], n->adapters[i]->disabled = m->disabled[i];
+    n->fusion = m->fusion;
+    xa_rng_set_state(n->ctx, m->rng);
+    xa_net_mark_free(m);
+}
+
+void xa_net_mark_free(xa_net_mark *m) {
+    free(m->active);
+    free(m->disabled);
+    m->active = NULL, m->disabled = NULL;
 }
 
 size_t xa_net_adapter_count(const xa_net *n) { return n->nadapters; }

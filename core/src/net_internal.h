@@ -59,7 +59,23 @@ xa_tensor *xa_net_new_param(xa_net *n, xa_adapter *a, const char *name, int ndim
 xa_ctx *xa_net_ctx(xa_net *n);
 xa_model *xa_net_plm(xa_net *n);
 xa_adapter *xa_net_adapter_at(xa_net *n, size_t i);
+xa_registry *xa_net_registry(xa_net *n); // NULL when the net was made without one
 xa_status xa_net_replace(xa_net *n, xa_adapter *a, int layer, int at, bool on);
 xa_status xa_net_base_linear(xa_net *n, int layer, int at, xa_tensor **w, xa_tensor **b);
+
+// What a load may change, taken before it so that a failed load leaves the network as it found
+// it: the adapters (later ones are removed), their on/off state, the fusion and its parameters,
+// and the RNG that initialised new parameters. Parameter values are the caller's to keep.
+typedef struct xa_net_mark {
+    size_t nadapters;
+    xa_fusion fusion;
+    bool fused; // concat-fusion parameters existed
+    uint64_t rng[4];
+    uint32_t *active;
+    bool *disabled;
+} xa_net_mark;
+xa_status xa_net_mark_take(xa_net *n, xa_net_mark *m);
+void xa_net_mark_restore(xa_net *n, xa_net_mark *m); // frees what the mark holds
+void xa_net_mark_free(xa_net_mark *m);
 
 #endif

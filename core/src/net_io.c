@@ -79,29 +79,37 @@ static xa_status check_unused(xa_ctx *ctx, xa_params *ps, const xa_st_file *f, c
     return XA_OK;
 }
 
+// Every value is read and checked before the first is copied, so a bad file changes nothing.
 static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const char *path) {
-    for (size_t i = 0; i < xa_params_count(ps); i++) {
+    size_t count = xa_params_count(ps);
+    xa_tensor **src = calloc(count ? count : 1, sizeof *src);
+    if (!src)
+        return xa_errorf(ctx, XA_ENOMEM, "out of memory");
+    xa_status st = XA_OK;
+    for (size_t i = 0; i < count && st == XA_OK; i++) {
         const char *name = xa_params_name(ps, i);
-        xa_tensor *dst = xa_params_at(ps, i), *src;
+        xa_tensor *dst = xa_params_at(ps, i);
         if (!xa_st_find(f, name)) {
-            if (!strncmp(name, "head.", 5))
-                continue; // a head added after these adapters were trained keeps its init
-            return xa_errorf(ctx, XA_EFORMAT, "%s: no tensor '%s' for this network", path, name);
+            if (strncmp(name, "head.", 5)) // a head added after these adapters keeps its init
+                st = xa_errorf(ctx, XA_EFORMAT, "%s: no tensor '%s' for this network", path, name);
+            continue;
         }
-        xa_status st = xa_st_tensor(ctx, f, name, &src);
-        if (st)
-            return st;
-        if (!xa_shape_equal(src, dst)) {
+        st = xa_st_tensor(ctx, f, name, &src[i]);
+        if (st == XA_OK && !xa_shape_equal(src[i], dst)) {
             char a[96], b[96];
-            xa_errorf(ctx, XA_ESHAPE, "%s: tensor '%s' has shape %s, the network expects %s", path,
-                      name, xa_shape_str(src, a, sizeof a), xa_shape_str(dst, b, sizeof b));
-            xa_tensor_release(src);
-            return XA_ESHAPE;
+            st = xa_errorf(ctx, XA_ESHAPE, "%s: tensor '%s' has shape %s, the network expects %s",
+                           path, name, xa_shape_str(src[i], a, sizeof a),
+                           xa_shape_str(dst, b, sizeof b));
         }
-        memcpy(dst->data, src->data, (size_t)dst->numel * sizeof(float));
-        xa_tensor_release(src);
     }
-    return XA_OK;
+    for (size_t i = 0; i < count; i++) {
+        if (src[i] && st == XA_OK)
+            memcpy(xa_params_at(ps, i)->data, src[i]->data,
+                   (size_t)src[i]->numel * sizeof(float));
+        xa_tensor_release(src[i]);
+    }
+    free(src);
+    return st;
 }
 
 xa_status xa_net_load(xa_net *n, const char *path, bool force) {
@@ -126,6 +134,10 @@ xa_status xa_net_load(xa_net *n, const char *path, bool force) {
                        path, fp ? fp : "unknown", xa_net_plm(n)->dir, ours);
         goto out;
     }
+    xa_net_mark mark;
+    if ((st = xa_net_mark_take(n, &mark)) != XA_OK)
+        goto out;
+    char elsewhere[1024] = ""; // a class the file's plugin made, found in another plugin
     for (const cJSON *e = list->child; e && st == XA_OK; e = e->next) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
         const cJSON *cls = cJSON_GetObjectItemCaseSensitive(e, "class");
@@ -136,16 +148,36 @@ xa_status xa_net_load(xa_net *n, const char *path, bool force) {
             st = xa_errorf(ctx, XA_EFORMAT, "%s: malformed adapter entry in __metadata__", path);
             break;
         }
-        bool exists = false;
-        for (size_t i = 0; i < xa_net_adapter_count(n); i++)
-            exists |= !strcmp(xa_net_adapter_name(n, i), name->valuestring);
-        if (!exists) {
+        const char *have = NULL; // the class of the network's adapter of that name
+        for (size_t i = 0; i < xa_net_adapter_count(n) && !have; i++)
+            if (!strcmp(xa_net_adapter_name(n, i), name->valuestring))
+                have = xa_net_adapter_class(n, i);
+        if (have && strcmp(have, cls->valuestring)) {
+            st = xa_errorf(ctx, XA_EINVAL,
+                           "%s: adapter '%s' is a %s in the file but a %s in this network", path,
+                           name->valuestring, cls->valuestring, have);
+            break;
+        }
+        const cJSON *plugin = cJSON_GetObjectItemCaseSensitive(e, "plugin");
+        const char *from = cJSON_IsString(plugin) ? plugin->valuestring : "?";
+        if (!have) {
             char *o = cJSON_PrintUnformatted(opts);
             st = xa_net_insert(n, cls->valuestring, name->valuestring, o);
             free(o);
-            if (st)
+            if (st) {
+                xa_error_wrap(ctx, "%s: adapter '%s' (class '%s' of plugin '%s')", path,
+                              name->valuestring, cls->valuestring, from);
                 break;
+            }
         }
+        const xa_plugin_record *rec = NULL;
+        xa_registry *reg = xa_net_registry(n);
+        if (!elsewhere[0] && strcmp(from, "?") && reg &&
+            xa_registry_find(reg, cls->valuestring, &rec) && rec && rec->name &&
+            strcmp(rec->name, from))
+            snprintf(elsewhere, sizeof elsewhere,
+                     "adapter '%s' was saved from plugin '%s'; class '%s' here is plugin '%s' (%s)",
+                     name->valuestring, from, cls->valuestring, rec->name, rec->path);
         const char *names[32];
         int k = 0;
         for (const cJSON *s = cJSON_IsArray(act) ? act->child : NULL; s && k < 32; s = s->next)
@@ -167,6 +199,13 @@ xa_status xa_net_load(xa_net *n, const char *path, bool force) {
         st = check_unused(ctx, xa_net_params(n), f, path);
     if (st == XA_OK)
         st = load_values(ctx, xa_net_params(n), f, path);
+    if (st == XA_OK) {
+        xa_net_mark_free(&mark);
+    } else {
+        xa_net_mark_restore(n, &mark);
+        if (elsewhere[0])
+            xa_error_wrap(ctx, "%s", elsewhere);
+    }
 out:
     cJSON_Delete(list);
     xa_st_close(f);
