@@ -4,6 +4,9 @@
 #ifndef XADAPT_CLI_H
 #define XADAPT_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 typedef struct xa_ctx xa_ctx;
 
 // one prototype per subcommand (cli_<name>.c)
@@ -20,5 +23,8 @@ int cmd_plugins(int argc, char **argv);
 int cli_fail(const char *cmd, xa_ctx *ctx);
 // A new context, or NULL after printing "xadapt CMD: out of memory".
 xa_ctx *cli_ctx(const char *cmd);
+// Copy a tokenizer directory's files into `dir` (lua/lua_random.c, shared with xa.make_random);
+// false with a message in err.
+bool xl_copy_tokenizer(const char *from, const char *dir, char *err, size_t n);
 
 #endif

@@ -105,15 +105,20 @@ static char *slurp_text(const char *path) {
 }
 
 int cmd_make_random(int argc, char **argv) {
-    const char *arch = NULL, *out = NULL;
+    const char *arch = NULL, *out = NULL, *tokdir = NULL;
     xa_random_opts o = {.seed = 0, .dtype = XA_DTYPE_F32, .shards = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) {
             printf("usage: xadapt make-random --arch NAME|config.json --out DIR [--seed N]\n"
                    "                          [--dtype f32|f16|bf16] [--shards N] [--prefix] "
-                   "[--no-heads]\n\n"
-                   "Write a random-weight checkpoint in exact Hugging Face layout.\n"
+                   "[--no-heads]\n"
+                   "                          [--tokenizer DIR]\n\n"
+                   "Write a random-weight checkpoint in exact Hugging Face layout: config.json and\n"
+                   "the weights (weight files of the other layout left in DIR are removed).\n"
+                   "--tokenizer DIR copies a tokenizer's files (vocab.txt, tokenizer.json,\n"
+                   "vocab.json + merges.txt, ...; CLIP's bpe_simple_vocab_16e6.txt.gz is converted)\n"
+                   "so that DIR also tokenizes, e.g. ../shared/tokenizers/bert-base-uncased.\n"
                    "presets: %s\n",
                    xa_model_preset_names());
             return 0;
@@ -121,6 +126,8 @@ int cmd_make_random(int argc, char **argv) {
             arch = v, i++;
         } else if (!strcmp(a, "--out") && v) {
             out = v, i++;
+        } else if (!strcmp(a, "--tokenizer") && v) {
+            tokdir = v, i++;
         } else if (!strcmp(a, "--seed") && v) {
             o.seed = strtoull(v, NULL, 10), i++;
         } else if (!strcmp(a, "--shards") && v) {
@@ -161,10 +168,16 @@ int cmd_make_random(int argc, char **argv) {
         return 1;
     }
     int rc = 0;
-    if (xa_model_write_random(ctx, json, out, &o) != XA_OK)
+    char err[1024];
+    if (xa_model_write_random(ctx, json, out, &o) != XA_OK) {
         rc = cli_fail("make-random", ctx);
-    else
-        printf("wrote %s (%s, seed %llu)\n", out, arch, (unsigned long long)o.seed);
+    } else if (tokdir && !xl_copy_tokenizer(tokdir, out, err, sizeof err)) {
+        fprintf(stderr, "xadapt make-random: %s\n", err);
+        rc = 1;
+    } else {
+        printf("wrote %s (%s, seed %llu%s%s)\n", out, arch, (unsigned long long)o.seed,
+               tokdir ? ", tokenizer from " : "", tokdir ? tokdir : "");
+    }
     free(owned);
     xa_ctx_free(ctx);
     return rc;

@@ -165,7 +165,7 @@ out:
     return ok;
 }
 
-static bool copy_tokenizer(const char *from, const char *dir, char *err, size_t n) {
+bool xl_copy_tokenizer(const char *from, const char *dir, char *err, size_t n) {
     static const char *const files[] = {"vocab.txt",
                                         "tokenizer.json",
                                         "tokenizer_config.json",
@@ -285,9 +285,10 @@ static int l_make_random(lua_State *L) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(*box, "model_type");
     bool clip = cJSON_IsString(mt) && !strncmp(mt->valuestring, "clip", 4);
     if (!lua_isnil(L, vocab)) {
-        if (clip)
-            return xl_raise(L, "xa.make_random: vocab = writes a WordPiece vocab.txt (BERT); give "
-                               "CLIP a tokenizer = directory");
+        if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "bert"))
+            return xl_raise(L, "xa.make_random: vocab = writes a WordPiece vocab.txt, which only "
+                               "BERT reads; give %s a tokenizer = directory",
+                            clip ? "CLIP" : "this model");
         // The embedding table is as large as the vocabulary, unless the config says otherwise.
         int want = 5 + (int)lua_rawlen(L, vocab);
         bool given = !lua_isnil(L, cfg) && lua_getfield(L, cfg, "vocab_size") != LUA_TNIL;
@@ -312,7 +313,7 @@ static int l_make_random(lua_State *L) {
         return xl_fail(L);
     if (!lua_isnil(L, vocab) && write_vocab(L, vocab, out, err, sizeof err) < 0)
         return xl_failf(L, "xa.make_random: %s", err);
-    if (tokdir && !copy_tokenizer(tokdir, out, err, sizeof err))
+    if (tokdir && !xl_copy_tokenizer(tokdir, out, err, sizeof err))
         return xl_failf(L, "xa.make_random: %s", err);
     lua_pushstring(L, out);
     return 1;

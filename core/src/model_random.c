@@ -3,11 +3,13 @@
 // initialisation, optional f16/bf16 storage, prefixes and sharding. Names and shapes come from
 // the same table the loader binds through (model_spec.c).
 #include <errno.h>
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
@@ -168,6 +170,32 @@ static xa_status write_index(xa_ctx *ctx, const char *dir, const xa_tspec *spec,
     return ok ? XA_OK : xa_errorf(ctx, XA_EIO, "%s: cannot write (%s)", path, strerror(errno));
 }
 
+// Weight files of the other layout left in `dir` by an earlier write would be loaded instead of
+// (model.safetensors wins over an index, as in transformers) or beside the new ones: remove them.
+static xa_status remove_stale_weights(xa_ctx *ctx, const char *dir, int shards) {
+    char path[4096], keep[64] = "";
+    if (shards > 1)
+        snprintf(keep, sizeof keep, "-of-%05d.safetensors", shards);
+    snprintf(path, sizeof path, "%s/model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]"
+                                ".safetensors", dir);
+    glob_t g;
+    int rc = glob(path, 0, NULL, &g);
+    xa_status st = XA_OK;
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc && st == XA_OK; i++) {
+        size_t len = strlen(g.gl_pathv[i]), kl = strlen(keep);
+        bool ours = kl && len >= kl && !strcmp(g.gl_pathv[i] + len - kl, keep);
+        if (!ours && unlink(g.gl_pathv[i]) != 0)
+            st = xa_errorf(ctx, XA_EIO, "%s: cannot remove (%s)", g.gl_pathv[i], strerror(errno));
+    }
+    if (rc == 0)
+        globfree(&g);
+    const char *other = shards > 1 ? "model.safetensors" : "model.safetensors.index.json";
+    snprintf(path, sizeof path, "%s/%s", dir, other);
+    if (st == XA_OK && unlink(path) != 0 && errno != ENOENT)
+        st = xa_errorf(ctx, XA_EIO, "%s: cannot remove (%s)", path, strerror(errno));
+    return st;
+}
+
 // mkdir -p
 static bool mkdir_p(const char *dir) {
     char path[4096];
@@ -307,6 +335,8 @@ xa_status xa_model_write_random(xa_ctx *ctx, const char *config_json, const char
     }
     if (st == XA_OK && o.shards > 1)
         st = write_index(ctx, dir, spec, n, shard_of, o.shards, prefix, bytes);
+    if (st == XA_OK)
+        st = remove_stale_weights(ctx, dir, o.shards);
     for (size_t i = 0; i < n; i++)
         free(keep[i]);
     free(keep);

@@ -25,6 +25,19 @@ local raw = assert(xa.make_random{config_json = xa.json.encode{model_type = "ber
   type_vocab_size = 2, hidden_act = "gelu", layer_norm_eps = 1e-12, pad_token_id = 0},
   out = H.out .. "/raw"})
 H.eq(raw, H.out .. "/raw", "config_json")
+H.raises(function() xa.make_random{arch = "roberta-tiny", out = H.out .. "/rv", vocab = {"a"}} end,
+         "only BERT reads", "tokenizer = directory")
+-- writing another layout into the same folder leaves no stale weights to be loaded instead
+local function fingerprint(dir) return assert(xa.load_plm(dir)):info().fingerprint end
+local re = H.out .. "/rewrite"
+assert(xa.make_random{arch = "bert-tiny", out = re, seed = 1})
+assert(xa.make_random{arch = "bert-tiny", out = re, seed = 2, shards = 2})
+H.eq(io.open(re .. "/model.safetensors"), nil, "the single file is gone")
+local two = fingerprint(re)
+assert(xa.make_random{arch = "bert-tiny", out = re, seed = 2})
+H.eq(fingerprint(re), two, "seed 2 either way")
+H.eq(io.open(re .. "/model.safetensors.index.json"), nil, "the index is gone")
+H.eq(io.open(re .. "/model-00001-of-00002.safetensors"), nil, "the shards are gone")
 
 -- loading: nil and a message for bad directories and the wrong kind
 local plm = assert(xa.load_plm(bert))
