@@ -528,14 +528,15 @@ static int model_save(lua_State *L) {
     return 1;
 }
 
-static const char *const load_keys[] = {"force", NULL};
+static const char *const load_keys[] = {"force", "adapters_only", NULL};
 
 static int model_load(lua_State *L) {
     xl_model *m = xl_check_model(L, 1);
     const char *path = luaL_checkstring(L, 2);
     xl_check_opts(L, 3, "m:load_adapters", load_keys, true);
-    bool force = lua_istable(L, 3) && xl_opt_bool(L, 3, "force", false);
-    if (xa_net_load(m->net, path, force) != XA_OK)
+    xa_load_opts o = {.force = lua_istable(L, 3) && xl_opt_bool(L, 3, "force", false),
+                      .adapters_only = lua_istable(L, 3) && xl_opt_bool(L, 3, "adapters_only", false)};
+    if (xa_net_load_with(m->net, path, &o) != XA_OK)
         return xl_fail(L);
     lua_pushboolean(L, 1);
     return 1;

@@ -11,6 +11,7 @@
 #include "adapters_common.h"
 #include "gradcheck.h"
 #include "support.h"
+#include "xadapt/safetensors.h"
 
 typedef struct {
     const char *cls, *opts;
@@ -341,17 +342,76 @@ Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
     cr_expect_eq(xa_net_adapter_count(n2), 2);
     cr_expect_eq(max_abs_diff(forward_on(&f, n2), y1), 0.0f);
     xa_net_free(n2);
-    // a file tensor without a place in the network is refused, never silently dropped
+    // the network's other adapters keep their values
     xa_net *n3 = xa_net_new(f.ctx, f.plm, NULL, f.reg);
-    cr_assert_eq(xa_net_insert(n3, "kadapter", "fac", KA_SMALL), XA_OK);
-    cr_assert_eq(xa_net_insert(n3, "kadapter", "lin", KA_SMALL), XA_OK);
     cr_assert_eq(xa_net_insert(n3, "bottleneck", "extra", "{}"), XA_OK);
+    float *extra = copy_of(xa_params_at(xa_net_params(n3), 0));
+    cr_expect_eq(xa_net_load(n3, path, false), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(max_abs_diff(xa_params_at(xa_net_params(n3), 0), extra), 0.0f);
+    free(extra);
+    xa_net_free(n3);
+    // a file tensor without a place in the network is refused, never silently dropped
+    n3 = xa_net_new(f.ctx, f.plm, NULL, f.reg);
+    cr_assert_eq(xa_net_insert(n3, "kadapter", "fac",
+                               "{\"taps\": [0, 1], \"size\": 8, \"heads\": 2, \"layers\": 1}"),
+                 XA_OK);
     cr_expect_eq(xa_net_load(n3, path, false), XA_EFORMAT);
-    cr_expect(strstr(xa_errmsg(f.ctx), "no tensor 'extra."), "%s", xa_errmsg(f.ctx));
+    cr_expect(strstr(xa_errmsg(f.ctx), "tensor 'fac.a2."), "%s", xa_errmsg(f.ctx));
     xa_net_free(n3);
     free(y1);
     xa_tensor_release(target);
     xa_optim_free(opt);
+    fixture_close(&f);
+}
+
+// K-Adapter's workflow: factual and linguistic adapters pretrained apart, each saved with its own
+// (single-network) fusion, then combined for fine-tuning with a new fusion and head.
+static void save_one_kadapter(const char *name, const char *path) {
+    fixture f;
+    fixture_open(&f, false);
+    cr_assert_eq(xa_net_insert(f.net, "kadapter", name, KA_SMALL), XA_OK);
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    fixture_randomize(&f, 0.3f); // "trained"
+    cr_assert_eq(xa_net_save(f.net, path), XA_OK, "%s", xa_errmsg(f.ctx));
+    fixture_close(&f);
+}
+
+Test(adapters, kadapters_trained_apart_combine_with_adapters_only) {
+    char fac[4200], lin[4200];
+    const char *dir = make_tmpdir();
+    snprintf(fac, sizeof fac, "%s/fac.safetensors", dir);
+    snprintf(lin, sizeof lin, "%s/lin.safetensors", dir);
+    save_one_kadapter("fac", fac);
+    save_one_kadapter("lin", lin);
+    fixture f;
+    fixture_open(&f, false);
+    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
+    xa_load_opts only = {.adapters_only = true};
+    cr_assert_eq(xa_net_load_with(f.net, fac, &only), XA_OK, "%s", xa_errmsg(f.ctx));
+    // the whole file would bring a fusion trained for 'fac' alone: refused, nothing changes
+    size_t count = xa_params_count(xa_net_params(f.net));
+    cr_expect_eq(xa_net_load(f.net, lin, false), XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "trained on the side networks (lin), this network has "
+                                       "(fac, lin)"), "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_params_count(xa_net_params(f.net)), count);
+    cr_assert_eq(xa_net_load_with(f.net, lin, &only), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_fusion(f.net), XA_FUSION_CONCAT, "the network's fusion mode stays");
+    cr_expect_null(xa_params_find(xa_net_params(f.net), "fusion.weight"), "no fusion loaded");
+    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    cr_expect(xa_params_find(xa_net_params(f.net), "fusion.fac.weight"), "a new two-stage fusion");
+    // both adapters carry their files' values
+    const char *files[] = {fac, lin}, *names[] = {"fac.a2.up.weight", "lin.a2.up.weight"};
+    for (int i = 0; i < 2; i++) {
+        xa_st_file *sf;
+        xa_tensor *want;
+        cr_assert_eq(xa_st_open(f.ctx, files[i], &sf), XA_OK);
+        cr_assert_eq(xa_st_tensor(f.ctx, sf, names[i], &want), XA_OK);
+        xa_tensor *got = xa_params_find(xa_net_params(f.net), names[i]);
+        cr_expect_eq(max_abs_diff(got, want->data), 0.0f, "%s", names[i]);
+        xa_tensor_release(want);
+        xa_st_close(sf);
+    }
     fixture_close(&f);
 }
 

@@ -65,11 +65,14 @@ static bool adapter_has_submodules(xa_net *n, const char *name) {
 
 // Every tensor in the file must have a place in the network, or a silently dropped tensor
 // (a fusion projection, an adapter of another shape) would give wrong outputs without an error.
-// Head parameters are the exception: a script may load adapters without their old head.
-static xa_status check_unused(xa_ctx *ctx, xa_params *ps, const xa_st_file *f, const char *path) {
+// Head parameters are the exception: a script may load adapters without their old head; and
+// with adapters_only, the fusion's.
+static xa_status check_unused(xa_ctx *ctx, xa_params *ps, const xa_st_file *f, const char *path,
+                              bool adapters_only) {
     for (size_t i = 0; i < xa_st_count(f); i++) {
         const char *name = xa_st_at(f, i)->name;
-        if (!strncmp(name, "head.", 5) || xa_params_find(ps, name))
+        if (!strncmp(name, "head.", 5) || (adapters_only && !strncmp(name, "fusion.", 7)) ||
+            xa_params_find(ps, name))
             continue;
         return xa_errorf(ctx, XA_EFORMAT,
                          "%s: tensor '%s' has no place in this network (was it saved with other "
@@ -79,8 +82,61 @@ static xa_status check_unused(xa_ctx *ctx, xa_params *ps, const xa_st_file *f, c
     return XA_OK;
 }
 
+// Whether the file names an adapter called `name` (the first `len` bytes).
+static bool in_file(const cJSON *list, const char *name, size_t len) {
+    for (const cJSON *e = list->child; e; e = e->next) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+        if (cJSON_IsString(nm) && strlen(nm->valuestring) == len &&
+            !strncmp(nm->valuestring, name, len))
+            return true;
+    }
+    return false;
+}
+
+// What a network parameter takes from the file: its value, which must be there (the file's
+// adapters; the fusion the file was trained with), its value if the file has one (heads), or
+// nothing (other adapters, and with adapters_only the heads and the fusion).
+typedef enum { TAKE_REQUIRED, TAKE_IF_PRESENT, TAKE_NOTHING } take;
+
+static take param_take(const char *name, const cJSON *list, bool file_concat, bool adapters_only) {
+    if (!strncmp(name, "head.", 5))
+        return adapters_only ? TAKE_NOTHING : TAKE_IF_PRESENT;
+    if (!strncmp(name, "fusion.", 7))
+        return !adapters_only && file_concat ? TAKE_REQUIRED : TAKE_NOTHING;
+    const char *dot = strchr(name, '.');
+    return dot && in_file(list, name, (size_t)(dot - name)) ? TAKE_REQUIRED : TAKE_NOTHING;
+}
+
+// Concat fusion projects the side networks' outputs in their order, so a file's fusion fits only
+// a network with the same side networks in the same order.
+static void append_name(char *buf, size_t size, const char *name) {
+    size_t at = strlen(buf);
+    snprintf(buf + at, size - at, "%s%s", at ? ", " : "", name);
+}
+
+static xa_status check_fusion_fits(xa_net *n, const cJSON *list, const char *path) {
+    char net[1024] = "", file[1024] = "";
+    for (size_t i = 0; i < xa_net_adapter_count(n); i++)
+        if (xa_net_adapter_at(n, i)->ntaps > 0)
+            append_name(net, sizeof net, xa_net_adapter_name(n, i));
+    for (const cJSON *e = list->child; e; e = e->next) { // in the file's order
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+        for (size_t i = 0; cJSON_IsString(nm) && i < xa_net_adapter_count(n); i++)
+            if (!strcmp(xa_net_adapter_name(n, i), nm->valuestring) &&
+                xa_net_adapter_at(n, i)->ntaps > 0)
+                append_name(file, sizeof file, nm->valuestring);
+    }
+    if (!strcmp(net, file))
+        return XA_OK;
+    return xa_errorf(xa_net_ctx(n), XA_EINVAL,
+                     "%s: its concat fusion was trained on the side networks (%s), this network "
+                     "has (%s); load it with adapters_only = true and train the fusion anew",
+                     path, file, net);
+}
+
 // Every value is read and checked before the first is copied, so a bad file changes nothing.
-static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const char *path) {
+static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const char *path,
+                             const cJSON *list, bool file_concat, bool adapters_only) {
     size_t count = xa_params_count(ps);
     xa_tensor **src = calloc(count ? count : 1, sizeof *src);
     if (!src)
@@ -89,8 +145,11 @@ static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const ch
     for (size_t i = 0; i < count && st == XA_OK; i++) {
         const char *name = xa_params_name(ps, i);
         xa_tensor *dst = xa_params_at(ps, i);
+        take t = param_take(name, list, file_concat, adapters_only);
+        if (t == TAKE_NOTHING)
+            continue;
         if (!xa_st_find(f, name)) {
-            if (strncmp(name, "head.", 5)) // a head added after these adapters keeps its init
+            if (t == TAKE_REQUIRED) // a head added after these adapters keeps its init
                 st = xa_errorf(ctx, XA_EFORMAT, "%s: no tensor '%s' for this network", path, name);
             continue;
         }
@@ -113,7 +172,12 @@ static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const ch
 }
 
 xa_status xa_net_load(xa_net *n, const char *path, bool force) {
+    return xa_net_load_with(n, path, &(xa_load_opts){.force = force});
+}
+
+xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) {
     xa_ctx *ctx = xa_net_ctx(n);
+    bool force = lo && lo->force, adapters_only = lo && lo->adapters_only;
     xa_st_file *f;
     xa_status st = xa_st_open(ctx, path, &f);
     if (st)
@@ -191,14 +255,18 @@ xa_status xa_net_load(xa_net *n, const char *path, bool force) {
             st = xa_net_activate(n, name->valuestring, NULL, cJSON_IsFalse(en) ? 0 : -1);
     }
     const char *fusion = xa_st_meta_get(f, "fusion");
-    if (st == XA_OK && fusion) // the file says how its side networks were fused
-        xa_net_set_fusion(n, !strcmp(fusion, "concat") ? XA_FUSION_CONCAT : XA_FUSION_ADD);
-    if (st == XA_OK)
+    bool file_concat = fusion && !strcmp(fusion, "concat");
+    if (st == XA_OK && fusion && !adapters_only) { // the file says how its side networks were fused
+        xa_net_set_fusion(n, file_concat ? XA_FUSION_CONCAT : XA_FUSION_ADD);
+        if (file_concat)
+            st = check_fusion_fits(n, list, path);
+    }
+    if (st == XA_OK && !adapters_only) // the fusion's parameters, to take the file's values
         st = xa_net_prepare(n);
     if (st == XA_OK)
-        st = check_unused(ctx, xa_net_params(n), f, path);
+        st = check_unused(ctx, xa_net_params(n), f, path, adapters_only);
     if (st == XA_OK)
-        st = load_values(ctx, xa_net_params(n), f, path);
+        st = load_values(ctx, xa_net_params(n), f, path, list, file_concat, adapters_only);
     if (st == XA_OK) {
         xa_net_mark_free(&mark);
     } else {

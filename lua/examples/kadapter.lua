@@ -12,7 +12,8 @@ local C = dofile((arg[0]:match("^(.*/)") or "./") .. "common.lua")
 local plm = C.plm()
 local L = plm:info().layers
 local m = xa.model{plm = plm, fusion = "concat"}
--- taps: the embeddings, the middle and the last block (K-Adapter taps 0, 11, 22 of 24)
+-- taps: the embeddings, the middle and the last block (K-Adapter's released code taps 0, 11 and
+-- 22 of RoBERTa-large's 24; this keeps the spread on any depth)
 local taps = {0, L // 2, L}
 m:insert("kadapter", {name = "fac", taps = taps, size = arg.size or 64, heads = 2, layers = 2,
                       intermediate = 4 * (arg.size or 64), dropout = 0.1})

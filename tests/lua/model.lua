@@ -165,7 +165,10 @@ H.eq(#m2:adapters(), 2, "adapters re-created from the file")
 local a, b = m:parameters("bn.*"), m2:parameters("bn.*")
 H.eq(#a, #b, "same parameters")
 H.fails(function() return m2:load_adapters(H.out .. "/missing.safetensors") end, "missing")
-H.raises(function() m2:load_adapters(path, {forse = true}) end, "unknown option 'forse'")
+H.raises(function() m2:load_adapters(path, {forse = true}) end, "unknown option 'forse'", "adapters_only")
+local m4 = xa.model{plm = plm, vlm = vlm}
+H.check(m4:load_adapters(path, {adapters_only = true}), "adapters only")
+H.eq(#m4:adapters(), 2, "adapters_only still inserts the file's adapters")
 local other = assert(xa.make_random{arch = "bert-tiny", out = H.out .. "/bert-other", seed = 9,
   vocab = H.words, config = {hidden_size = 32, intermediate_size = 64, num_attention_heads = 2,
                              num_hidden_layers = 2, max_position_embeddings = 64}})

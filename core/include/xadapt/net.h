@@ -121,6 +121,17 @@ void xa_net_prefix_stats(const xa_net *n, int64_t *hits, int64_t *misses, size_t
 // the frozen PLM. Loading onto another base is refused unless `force`.
 xa_status xa_net_save(xa_net *n, const char *path);
 xa_status xa_net_load(xa_net *n, const char *path, bool force);
+// Loading inserts the file's adapters the network lacks and restores their switches and values;
+// the network's other adapters keep theirs. Heads the network has take the file's values, and
+// the file's fusion mode and (concat) projections are restored, which needs the network's side
+// networks to be the file's, in its order. adapters_only takes the adapters alone: no head, no
+// fusion, the network's fusion mode unchanged (K-Adapter's fine-tuning: pretrained adapters,
+// new fusion and head). A failed load changes nothing.
+typedef struct xa_load_opts {
+    bool force;         // load onto a base with another fingerprint
+    bool adapters_only; // leave heads and fusion alone
+} xa_load_opts;
+xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *opts);
 
 #ifdef __cplusplus
 }
