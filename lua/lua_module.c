@@ -302,7 +302,28 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static cJSON *to_json(lua_State *L, int idx, bool empty_array, char *err, size_t n, int depth) {
+// A number as text that reads back as the same value: integers in full (cJSON would go through
+// a double and lose digits above 2^53), floats with the fewest of 15-17 significant digits that
+// round-trip (cJSON prints 15, so 0.1 + 0.2 came back as 0.3). Not finite: null, as cJSON does.
+static cJSON *exact_number(lua_State *L, int idx) {
+    char text[64];
+    if (lua_isinteger(L, idx)) {
+        snprintf(text, sizeof text, "%lld", (long long)lua_tointeger(L, idx));
+        return cJSON_CreateRaw(text);
+    }
+    double d = lua_tonumber(L, idx);
+    if (!isfinite(d))
+        return cJSON_CreateNull();
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, d);
+        if (strtod(text, NULL) == d)
+            break;
+    }
+    return cJSON_CreateRaw(text);
+}
+
+static cJSON *to_json(lua_State *L, int idx, bool empty_array, bool exact, char *err, size_t n,
+                      int depth) {
     idx = lua_absindex(L, idx);
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
@@ -310,7 +331,7 @@ static cJSON *to_json(lua_State *L, int idx, bool empty_array, char *err, size_t
     case LUA_TBOOLEAN:
         return cJSON_CreateBool(lua_toboolean(L, idx));
     case LUA_TNUMBER:
-        return cJSON_CreateNumber(lua_tonumber(L, idx));
+        return exact ? exact_number(L, idx) : cJSON_CreateNumber(lua_tonumber(L, idx));
     case LUA_TSTRING:
         return cJSON_CreateString(lua_tostring(L, idx));
     case LUA_TTABLE:
@@ -335,7 +356,7 @@ static cJSON *to_json(lua_State *L, int idx, bool empty_array, char *err, size_t
     if (array) {
         for (lua_Integer i = 1; i <= len; i++) {
             lua_rawgeti(L, idx, i);
-            cJSON *e = to_json(L, -1, empty_array, err, n, depth + 1);
+            cJSON *e = to_json(L, -1, empty_array, exact, err, n, depth + 1);
             lua_pop(L, 1);
             if (!e) {
                 cJSON_Delete(out);
@@ -365,7 +386,7 @@ static cJSON *to_json(lua_State *L, int idx, bool empty_array, char *err, size_t
     for (lua_Integer i = 0; i < nk; i++) {
         lua_pushstring(L, keys[i]);
         lua_rawget(L, idx); // raw: no metamethod can raise while `out` is held
-        cJSON *e = to_json(L, -1, empty_array, err, n, depth + 1);
+        cJSON *e = to_json(L, -1, empty_array, exact, err, n, depth + 1);
         lua_pop(L, 1);
         if (!e) {
             lua_settop(L, kidx - 1);
@@ -397,7 +418,11 @@ cJSON **xl_json_box(lua_State *L) {
 }
 
 cJSON *xl_to_json(lua_State *L, int idx, bool empty_array, char *err, size_t errlen) {
-    return to_json(L, idx, empty_array, err, errlen, 0);
+    return to_json(L, idx, empty_array, false, err, errlen, 0);
+}
+
+cJSON *xl_to_json_exact(lua_State *L, int idx, bool empty_array, char *err, size_t errlen) {
+    return to_json(L, idx, empty_array, true, err, errlen, 0);
 }
 
 // --- the module -------------------------------------------------------------------------------

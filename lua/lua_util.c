@@ -30,7 +30,7 @@ static int l_isatty(lua_State *L) {
 static int l_json_encode(lua_State *L) {
     luaL_checkany(L, 1);
     char err[256];
-    cJSON *j = xl_to_json(L, 1, lua_toboolean(L, 2), err, sizeof err);
+    cJSON *j = xl_to_json_exact(L, 1, lua_toboolean(L, 2), err, sizeof err);
     if (!j)
         return xl_argerror(L, 1, "%s", err);
     char *s = cJSON_PrintUnformatted(j);

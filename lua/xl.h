@@ -63,6 +63,9 @@ void xl_push_json(lua_State *L, const cJSON *j);
 // A Lua value as JSON (tables with 1..n keys are arrays; an empty table is `empty_array` ? [] :
 // {}). NULL with `err` filled for functions, userdata, cycles or non-string keys.
 cJSON *xl_to_json(lua_State *L, int idx, bool empty_array, char *err, size_t errlen);
+// The same with numbers as exact text (cJSON raw items), for text that must read back as the
+// same values (xa.json.encode): print it, do not inspect its numbers with cJSON_IsNumber.
+cJSON *xl_to_json_exact(lua_State *L, int idx, bool empty_array, char *err, size_t errlen);
 
 // A userdata box owning a cJSON tree (deleted by __gc): parse into *box so an error between
 // parsing and freeing cannot leak it.

@@ -509,6 +509,8 @@ function xa.train(o)
       local st, err = xa.checkpoint_load(o.resume, m, optim)
       if not st then U.raise("%s: resume: %s", fname, err) end
       for k, v in pairs(st) do state[k] = v end
+      -- written as text: JSON numbers read back as doubles, exact only up to 2^53
+      state.shuffle_seed = math.tointeger(tonumber(state.shuffle_seed)) or state.shuffle_seed
       resumed = state.step
     elseif o.progress ~= false then
       print(("%s: no checkpoint at %s: starting from step 0"):format(fname, o.resume))
@@ -550,7 +552,9 @@ function xa.train(o)
   end
   local function do_checkpoint()
     local path = ckpt_path(ck.path, state.step)
-    local ok, err = xa.checkpoint_save(path, m, optim, xa.json.encode(state))
+    local saved = U.copy(state)
+    saved.shuffle_seed = tostring(state.shuffle_seed)
+    local ok, err = xa.checkpoint_save(path, m, optim, xa.json.encode(saved))
     if not ok then U.raise("%s: checkpoint: %s", fname, err) end
     state.last_checkpoint = path
   end

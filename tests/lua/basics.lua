@@ -23,6 +23,13 @@ H.eq(back.c, "x\"y", "json string")
 H.eq(back.d, true, "json bool")
 H.eq(xa.json.encode({}), "{}", "empty table is an object")
 H.eq(xa.json.encode({}, true), "[]", "empty table as a list")
+-- numbers read back as the same values: floats need up to 17 digits, integers all of theirs
+for _, x in ipairs({0.1 + 0.2, 1 / 3, 123456789.12345679, 5e-324, -2.5e300, 2^53}) do
+  H.eq(xa.json.decode(xa.json.encode({x = x})).x, x, "float " .. x .. " round-trips")
+end
+H.eq(xa.json.encode({n = 1234567890123456789}), '{"n":1234567890123456789}', "integers in full")
+H.eq(xa.json.encode({x = 0.5, i = 3}), '{"i":3,"x":0.5}', "short where short is exact")
+H.eq(xa.json.encode({1 / 0, 0 / 0}), "[null,null]", "no JSON for inf and nan: null")
 H.fails(function() return xa.json.decode("{bad") end, "invalid JSON")
 H.raises(function() xa.json.encode({f = print}) end, "function cannot be written as JSON")
 
