@@ -469,6 +469,9 @@ static int batch_gc(lua_State *L) {
     free(b->mask);
     free(b->special);
     free(b->labels);
+    for (int64_t i = 0; b->where && i < b->n; i++)
+        free(b->where[i]);
+    free(b->where);
     free(b->targets);
     for (int64_t i = 0; b->texts && i < b->n; i++)
         free(b->texts[i]);
@@ -505,6 +508,8 @@ static void read_label(lua_State *L, xl_batch *b, int ex, int64_t i, lua_Integer
                      where(L, ex, idx, w, sizeof w),
                      ty == LUA_TNIL ? "none" : luaL_tolstring(L, -1, NULL));
         b->labels[i] = (int32_t)v;
+        if (!(b->where[i] = strdup(where(L, ex, idx, w, sizeof w))))
+            xl_raise(L, "out of memory");
     } else if (b->label_kind == 2) {
         if (ty != LUA_TNUMBER)
             xl_raise(L, "%s: label must be a number, got %s", where(L, ex, idx, w, sizeof w),
@@ -590,8 +595,10 @@ static int l_batch(lua_State *L) {
     int bidx = lua_gettop(L);
     b->n = n, b->choices = choices ? choices : 1, b->rows = n * b->choices, b->label_kind = lk;
     ALLOC(b->texts, n);
-    if (lk == 1)
+    if (lk == 1) {
         ALLOC(b->labels, n);
+        ALLOC(b->where, n);
+    }
     if (lk == 2)
         ALLOC(b->targets, n);
     // Row texts for the tokenizer point into Lua strings held by the examples (kept on the stack).

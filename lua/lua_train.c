@@ -337,8 +337,8 @@ static xa_tensor *classify_loss(lua_State *L, xl_step *s, xl_head *h, xl_batch *
     int classes = h->opts.kind == XA_HEAD_CHOICE ? h->opts.choices : h->opts.classes;
     for (int64_t i = 0; i < b->n; i++)
         if (b->labels[i] >= classes)
-            xl_raise(L, "label %d of batch row %lld is outside the head's %d classes (0..%d)",
-                     b->labels[i], (long long)i + 1, classes, classes - 1);
+            xl_raise(L, "%s: label %d is outside the head's %d classes (0..%d)",
+                     b->where ? b->where[i] : "?", b->labels[i], classes, classes - 1);
     xa_tensor *logits = xl_head_logits(L, s, h);
     return xa_cross_entropy(xl_ctx(L), logits, b->labels, IGNORE_INDEX);
 }

@@ -130,6 +130,7 @@ typedef struct xl_batch {
     int choices;        // 1 unless a choice batch
     int label_kind;     // 0 none, 1 integer, 2 number
     int32_t *labels;    // n
+    char **where;       // n, "file:line" or "example #i" of each labelled example, for messages
     float *targets;     // n
     char **texts;       // n, for CLIP text features
     char **images;      // n * k image paths, or NULL
