@@ -287,7 +287,9 @@ static int freeze(lua_State *L, bool frozen) {
         return xl_raise_ctx(L, NULL);
     if (matched == 0) {
         // Name the modules there are, so a typo is obvious.
-        char list[512] = "plm.*, vlm.*";
+        char list[512] = "plm.*";
+        if (xa_net_vlm_model(m->net))
+            strcat(list, ", vlm.*");
         xa_params *ps = xa_net_params(m->net);
         const char *last = "";
         size_t lastlen = 0;

@@ -133,16 +133,53 @@ int xl_raise_ctx(lua_State *L, const char *what) {
     return raise_msg(L, msg);
 }
 
+// The running function's name as "xa.<field>" or "xa.<table>.<field>", looked up in the module
+// table, for calls that carry no name (pcall(xa.json.encode, ...)). False when not found.
+static bool module_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
+    int top = lua_gettop(L);
+    if (!lua_getinfo(L, "f", ar))
+        return false;
+    int fn = lua_gettop(L);
+    bool found = false;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
+        lua_getfield(L, -1, "xadapt") == LUA_TTABLE) {
+        int mod = lua_gettop(L);
+        lua_pushnil(L);
+        while (!found && lua_next(L, mod)) { // key at mod + 1, value at mod + 2
+            if (lua_type(L, mod + 1) == LUA_TSTRING && lua_rawequal(L, mod + 2, fn)) {
+                snprintf(buf, n, "xa.%s", lua_tostring(L, mod + 1));
+                found = true;
+            } else if (lua_type(L, mod + 1) == LUA_TSTRING && lua_istable(L, mod + 2)) {
+                lua_pushnil(L);
+                while (!found && lua_next(L, mod + 2)) { // key at mod + 3, value at mod + 4
+                    if (lua_type(L, mod + 3) == LUA_TSTRING && lua_rawequal(L, mod + 4, fn)) {
+                        snprintf(buf, n, "xa.%s.%s", lua_tostring(L, mod + 1),
+                                 lua_tostring(L, mod + 3));
+                        found = true;
+                    }
+                    lua_settop(L, mod + 3);
+                }
+            }
+            lua_settop(L, mod + 1);
+        }
+    }
+    lua_settop(L, top);
+    return found;
+}
+
 int xl_argerror(lua_State *L, int arg, const char *fmt, ...) {
-    char extra[1024], msg[1400];
+    char extra[1024], msg[1400], found[160];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(extra, sizeof extra, fmt, ap);
     va_end(ap);
     lua_Debug ar = {0};
     const char *fname = "?";
-    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name)
+    bool level = lua_getstack(L, 0, &ar);
+    if (level && lua_getinfo(L, "n", &ar) && ar.name)
         fname = ar.name;
+    else if (level && module_name(L, &ar, found, sizeof found))
+        fname = found;
     if (ar.namewhat && !strcmp(ar.namewhat, "method")) {
         arg--;
         if (arg == 0) {

@@ -81,13 +81,19 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            int n = atoi(argv[++i]);
-            if (n <= 0) {
-                fprintf(stderr, "xadapt: --threads takes a positive number, got '%s'\n", argv[i]);
+        } else if (!strcmp(argv[i], "--threads")) {
+            char *end = NULL;
+            long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || *end || n < 1 || n > 1 << 20) {
+                fprintf(stderr, "xadapt: --threads takes a positive number, got %s%s%s\n",
+                        i + 1 < argc ? "'" : "nothing", i + 1 < argc ? argv[i + 1] : "",
+                        i + 1 < argc ? "'" : "");
                 return 2;
             }
-            xa_set_threads(n);
+            i++;
+            xa_set_threads((int)n);
+            if (xa_threads() < n)
+                fprintf(stderr, "xadapt: --threads %ld: using %d threads\n", n, xa_threads());
         } else {
             fprintf(stderr, "xadapt: unknown option '%s'\n\n", argv[i]);
             usage(stderr);

@@ -1,8 +1,11 @@
 // The thread pool: every index of a range runs exactly once, across resizes that grow and
-// shrink the team after regions have run, and from several user threads starting it at once.
+// shrink the team after regions have run, and from several user threads starting it at once;
+// and how XADAPT_THREADS is read.
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -55,4 +58,22 @@ Test(pool, user_threads_starting_and_sharing_it_at_once_run_every_index_once) {
         pthread_join(t[i], NULL);
     for (int i = 0; i < 4; i++)
         expect_each_once(&c[i], 200);
+}
+
+// XADAPT_THREADS: a positive number is taken (capped), anything else falls back to the cores.
+// Criterion runs each test in its own process, so each reads the variable afresh.
+Test(pool, xadapt_threads_is_taken_when_it_is_a_positive_number) {
+    setenv("XADAPT_THREADS", "3", 1);
+    cr_expect_eq(xa_pool_default_threads(), 3);
+}
+
+Test(pool, xadapt_threads_above_the_cap_is_capped) {
+    setenv("XADAPT_THREADS", "100000", 1);
+    cr_expect_eq(xa_pool_default_threads(), XA_POOL_MAX_THREADS);
+}
+
+Test(pool, xadapt_threads_that_is_no_number_falls_back_to_the_cores) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    setenv("XADAPT_THREADS", "2x", 1);
+    cr_expect_eq(xa_pool_default_threads(), cores < XA_POOL_MAX_THREADS ? cores : XA_POOL_MAX_THREADS);
 }

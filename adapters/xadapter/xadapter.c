@@ -202,7 +202,9 @@ static xa_tensor *forward(xa_adapter *a, const xa_site_args *s) {
                       H->name_of(a), e == V ? "V" : "T", e == V ? "image" : "text",
                       e == V ? "give examples images, an image pool to retrieve from, or switch "
                                "it off with activate"
-                             : "load a VLM or switch it off with activate");
+                             : "give the texts' CLIP features (xa.train's features = {texts "
+                               "= true}; features = false turns them off), or switch it off "
+                               "with activate");
             return NULL;
         }
         xa_tensor *z = run_expert(ctx, x, &x->experts[slot * NEXPERT + e], s->h, feats, fmask);

@@ -39,12 +39,7 @@ static int online_cores(void) {
 }
 
 static int resolve_threads(void) {
-    if (B.want_threads > 0)
-        return B.want_threads;
-    const char *env = getenv("XADAPT_THREADS");
-    if (env && atoi(env) > 0)
-        return atoi(env);
-    return online_cores();
+    return B.want_threads > 0 ? B.want_threads : xa_pool_default_threads();
 }
 
 // Pick OPENBLAS_CORETYPE before loading; writes the reason. Returns NULL to leave it alone.

@@ -7,10 +7,10 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#define MAX_THREADS 64
 #define SPIN 200000
 
 static struct {
@@ -18,8 +18,8 @@ static struct {
     pthread_cond_t wake, done;
     atomic_int nthreads; // including the caller
     int nworkers;  // started worker threads
-    pthread_t tid[MAX_THREADS];
-    uint64_t born[MAX_THREADS]; // gen when worker i+1 started: regions before it are not its own
+    pthread_t tid[XA_POOL_MAX_THREADS];
+    uint64_t born[XA_POOL_MAX_THREADS]; // gen when worker i+1 started: regions before it are not its own
     atomic_uint_fast64_t gen; // bumped per parallel region
     atomic_int pending;       // chunks not yet finished
     xa_range_fn fn;
@@ -65,18 +65,38 @@ static void *worker(void *p) {
     return NULL;
 }
 
-static int default_threads(void) {
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static int env_threads; // XADAPT_THREADS read once: 0 when unset or not usable
+
+static void read_env_threads(void) {
     const char *env = getenv("XADAPT_THREADS");
-    if (env && atoi(env) > 0)
-        return atoi(env);
+    if (!env || !*env)
+        return;
+    char *end;
+    long n = strtol(env, &end, 10);
+    if (*end || n < 1) {
+        fprintf(stderr, "xadapt: XADAPT_THREADS='%s' is not a positive number; using all cores\n",
+                env);
+        return;
+    }
+    if (n > XA_POOL_MAX_THREADS)
+        fprintf(stderr, "xadapt: XADAPT_THREADS=%ld: using at most %d threads\n", n,
+                XA_POOL_MAX_THREADS);
+    env_threads = n > XA_POOL_MAX_THREADS ? XA_POOL_MAX_THREADS : (int)n;
+}
+
+int xa_pool_default_threads(void) {
+    pthread_once(&env_once, read_env_threads);
+    if (env_threads > 0)
+        return env_threads;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    return n < 1 ? 1 : n > XA_POOL_MAX_THREADS ? XA_POOL_MAX_THREADS : (int)n;
 }
 
 // Caller holds P.region.
 static void ensure_workers(int n) {
-    if (n > MAX_THREADS)
-        n = MAX_THREADS;
+    if (n > XA_POOL_MAX_THREADS)
+        n = XA_POOL_MAX_THREADS;
     while (P.nworkers < n - 1) {
         P.born[P.nworkers] = atomic_load_explicit(&P.gen, memory_order_relaxed);
         if (pthread_create(&P.tid[P.nworkers], NULL, worker, (void *)(intptr_t)(P.nworkers + 1)))
@@ -92,7 +112,7 @@ static void init_once(void) {
         return;
     pthread_mutex_lock(&P.region);
     if (!atomic_load_explicit(&P.ready, memory_order_relaxed)) {
-        ensure_workers(default_threads());
+        ensure_workers(xa_pool_default_threads());
         atomic_store_explicit(&P.ready, true, memory_order_release);
     }
     pthread_mutex_unlock(&P.region);

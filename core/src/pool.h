@@ -21,7 +21,11 @@ bool xa_pool_inside(void);
 // being freed costs page faults); valid until the next call on the same thread. NULL on failure.
 void *xa_thread_scratch(size_t bytes);
 
-// Resize (called by xa_set_threads); n >= 1.
+// Resize (called by xa_set_threads); n >= 1, at most XA_POOL_MAX_THREADS are started.
 void xa_pool_resize(int n);
+#define XA_POOL_MAX_THREADS 64
+// XADAPT_THREADS when it is a positive number (at most XA_POOL_MAX_THREADS), else the online
+// cores. A value that is not usable is reported once on stderr, not silently ignored.
+int xa_pool_default_threads(void);
 
 #endif

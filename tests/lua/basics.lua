@@ -46,6 +46,11 @@ local differ = false
 for i = 1, 50 do differ = differ or p1[i] ~= p3[i] end
 H.check(differ, "another seed, another permutation")
 H.raises(function() xa.permutation(-1, 1) end, "bad argument #1")
+-- called without a name (through pcall), an argument error still names the function
+local ok, msg = pcall(xa.json.encode, {f = print})
+H.check(not ok and msg:find("bad argument #1 to 'xa.json.encode'", 1, true), "named: %s", msg)
+ok, msg = pcall(xa.permutation, -1, 1)
+H.check(not ok and msg:find("to 'xa.permutation'", 1, true), "named: %s", msg)
 
 -- the context RNG: state round trip
 xa.seed(42)
