@@ -281,6 +281,11 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
         xa_st_writer_add(w, "input_ids", XA_DTYPE_I64, 2, shape, *ids64);
         xa_st_writer_add(w, "attention_mask", XA_DTYPE_I64, 2, shape, *mask64);
         rc = 0;
+    } else if (xa_errcode(ctx) == XA_ERANGE && !a->max_length) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", xa_errmsg(ctx));
+        int64_t usable = c->text.max_positions - (c->arch == XA_ARCH_ROBERTA ? c->pad_id + 1 : 0);
+        xa_errorf(ctx, XA_ERANGE, "%s (--max-length %lld truncates)", msg, (long long)usable);
     }
     free(ids);
     free(mask);

@@ -280,6 +280,22 @@ static int l_make_random(lua_State *L) {
     if (!(*box = cJSON_Parse(base)) || !cJSON_IsObject(*box))
         return xl_raise(L, "xa.make_random: config_json is not a JSON object");
     char err[1024] = "";
+    const cJSON *mt0 = cJSON_GetObjectItemCaseSensitive(*box, "model_type");
+    if (!lua_isnil(L, cfg) && cJSON_IsString(mt0) && !strncmp(mt0->valuestring, "clip", 4)) {
+        // CLIP's sizes live in text_config / vision_config: a top-level key would be ignored
+        static const char *const towers[] = {"vision_config", "text_config"};
+        lua_pushnil(L);
+        while (lua_next(L, cfg)) {
+            lua_pop(L, 1);
+            const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            for (int t = 0; k && t < 2 && !cJSON_HasObjectItem(*box, k); t++)
+                if (cJSON_HasObjectItem(cJSON_GetObjectItemCaseSensitive(*box, towers[t]), k))
+                    return xl_raise(L,
+                                    "xa.make_random: CLIP's '%s' is a key of %s: config = {%s = "
+                                    "{%s = ...}}",
+                                    k, towers[t], towers[t], k);
+        }
+    }
     if (!lua_isnil(L, cfg) && !merge(L, cfg, *box, err, sizeof err))
         return xl_raise(L, "xa.make_random: %s", err);
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(*box, "model_type");

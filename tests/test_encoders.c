@@ -175,6 +175,20 @@ Test(encoders, wrong_shapes_and_missing_tensors_are_listed_together) {
                                      "shape (99,") != NULL, "%s", xa_errmsg(ctx));
 }
 
+// A config with fewer layers than the file would drop blocks silently: the extra ones are named.
+Test(encoders, blocks_beyond_the_configured_layers_are_refused) {
+    const char *d = copy_fixture("bert_tiny");
+    char p[4200], *cfg;
+    snprintf(p, sizeof p, "%s/config.json", d);
+    cfg = read_file(p, NULL);
+    char *at = strstr(cfg, "\"num_hidden_layers\": 2");
+    cr_assert(at, "fixture config changed");
+    at[strlen("\"num_hidden_layers\": ")] = '1';
+    write_file(p, cfg, strlen(cfg));
+    free(cfg);
+    expect_load_error(d, "the file has blocks up to 1, config.json says 1 layers");
+}
+
 Test(encoders, bad_configs_are_refused_with_the_key) {
     const char *d = copy_fixture("bert_tiny");
     char p[4200];

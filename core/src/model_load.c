@@ -416,6 +416,37 @@ static bool shape_matches(const xa_st_entry *e, const xa_tspec *s) {
     return true;
 }
 
+// Tensors of blocks the config does not have (a 12-layer checkpoint read with num_hidden_layers
+// 6) would be dropped without a word and the model silently cut short: report the first of
+// them and how many layers the file has.
+static void check_extra_layers(xa_model *m, problems *p) {
+    static const struct {
+        const char *pattern; // after an optional "bert." / "roberta." prefix
+        bool vision;
+    } towers[] = {{"encoder.layer.", false},
+                  {"text_model.encoder.layers.", false},
+                  {"vision_model.encoder.layers.", true}};
+    for (size_t t = 0; t < sizeof towers / sizeof *towers; t++) {
+        int64_t have = towers[t].vision ? m->cfg.vision.layers : m->cfg.text.layers;
+        long most = -1;
+        const char *first = NULL;
+        for (size_t f = 0; f < m->nfiles; f++)
+            for (size_t i = 0; i < xa_st_count(m->files[f]); i++) {
+                const char *name = xa_st_at(m->files[f], i)->name;
+                const char *at = strstr(name, towers[t].pattern);
+                if (!at || (at != name && at[-1] != '.'))
+                    continue;
+                char *end;
+                long layer = strtol(at + strlen(towers[t].pattern), &end, 10);
+                if (*end == '.' && layer >= have && layer > most)
+                    most = layer, first = name;
+            }
+        if (first)
+            add_problem(p, "tensor '%s': the file has blocks up to %ld, config.json says %lld "
+                           "layers (num_hidden_layers)", first, most, (long long)have);
+    }
+}
+
 static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
     xa_tspec *spec;
     size_t n;
@@ -459,6 +490,8 @@ static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
         if (*s->dst)
             (*s->dst)->name = s->name;
     }
+    if (st == XA_OK)
+        check_extra_layers(m, &p);
     if (st == XA_OK && p.count)
         st = xa_errorf(ctx, XA_EFORMAT, "%s: %d problem%s with the weights (config.json says %s, "
                        "%lld layers, hidden %lld):%s%s",

@@ -53,58 +53,69 @@ local function to_label(v, spec, where)
   return math.tointeger(n) or n
 end
 
--- Records -> examples: keep every field, add the canonical ones.
-local function build(records, lines, path, spec)
+-- One record -> one example: every field kept, the canonical ones added; raises on a bad one.
+local function example(rec, where, spec)
+  local ex = {}
+  for k, v in pairs(rec) do ex[k] = v end
+  ex._where = where
+  local text = field(rec, spec.text or "text")
+  if text ~= nil then ex.text = tostring(text) end
+  if spec.text and text == nil then
+    error(("%s: no field '%s' for the text"):format(where, tostring(spec.text)), 0)
+  end
+  local pair = field(rec, spec.pair)
+  if spec.pair then
+    if pair == nil then
+      error(("%s: no field '%s' for the pair"):format(where, tostring(spec.pair)), 0)
+    end
+    ex.pair = tostring(pair)
+  end
+  local label = field(rec, spec.label or "label")
+  if spec.label and label == nil then
+    error(("%s: no field '%s' for the label"):format(where, tostring(spec.label)), 0)
+  end
+  ex.label = to_label(label, spec, where)
+  if spec.image then
+    local img = field(rec, spec.image)
+    if type(img) ~= "string" or img == "" then
+      error(("%s: no image path in field '%s'"):format(where, tostring(spec.image)), 0)
+    end
+    ex.images = {U.join(spec.image_dir, img)}
+  elseif spec.images then
+    local list = field(rec, spec.images)
+    if type(list) ~= "table" then
+      error(("%s: field '%s' must be a list of image paths"):format(where, tostring(spec.images)), 0)
+    end
+    ex.images = {}
+    for j, p in ipairs(list) do ex.images[j] = U.join(spec.image_dir, tostring(p)) end
+  end
+  if spec.choices then
+    ex.choices = {}
+    for j, col in ipairs(spec.choices) do
+      local c = field(rec, col)
+      if c == nil then
+        error(("%s: no field '%s' for choice %d"):format(where, tostring(col), j), 0)
+      end
+      ex.choices[j] = tostring(c)
+    end
+  end
+  return ex
+end
+
+-- Records -> examples. With skip_bad a record that cannot be an example (a missing field, a label
+-- outside `labels`) is skipped and reported in `warnings`, like a malformed line.
+local function build(records, lines, path, spec, warnings)
   local out = {}
   local limit = spec.limit
   for i, rec in ipairs(records) do
     if limit and #out >= limit then break end
     local where = ("%s:%d"):format(path, lines[i])
-    local ex = {}
-    for k, v in pairs(rec) do ex[k] = v end
-    ex._where = where
-    local text = field(rec, spec.text or "text")
-    if text ~= nil then ex.text = tostring(text) end
-    if spec.text and text == nil then
-      error(("%s: no field '%s' for the text"):format(where, tostring(spec.text)), 0)
+    if spec.skip_bad then
+      local ok, ex = pcall(example, rec, where, spec)
+      if ok then out[#out + 1] = ex else warnings[#warnings + 1] = ex end
+    else
+      out[#out + 1] = example(rec, where, spec)
     end
-    local pair = field(rec, spec.pair)
-    if spec.pair then
-      if pair == nil then
-        error(("%s: no field '%s' for the pair"):format(where, tostring(spec.pair)), 0)
-      end
-      ex.pair = tostring(pair)
-    end
-    local label = field(rec, spec.label or "label")
-    if spec.label and label == nil then
-      error(("%s: no field '%s' for the label"):format(where, tostring(spec.label)), 0)
-    end
-    ex.label = to_label(label, spec, where)
-    if spec.image then
-      local img = field(rec, spec.image)
-      if type(img) ~= "string" or img == "" then
-        error(("%s: no image path in field '%s'"):format(where, tostring(spec.image)), 0)
-      end
-      ex.images = {U.join(spec.image_dir, img)}
-    elseif spec.images then
-      local list = field(rec, spec.images)
-      if type(list) ~= "table" then
-        error(("%s: field '%s' must be a list of image paths"):format(where, tostring(spec.images)), 0)
-      end
-      ex.images = {}
-      for j, p in ipairs(list) do ex.images[j] = U.join(spec.image_dir, tostring(p)) end
-    end
-    if spec.choices then
-      ex.choices = {}
-      for j, col in ipairs(spec.choices) do
-        local c = field(rec, col)
-        if c == nil then
-          error(("%s: no field '%s' for choice %d"):format(where, tostring(col), j), 0)
-        end
-        ex.choices[j] = tostring(c)
-      end
-    end
-    out[#out + 1] = ex
   end
   return out
 end
@@ -126,7 +137,8 @@ end
 
 local function finish(fname, path, spec, records, lines, warnings)
   if not records then return nil, lines end
-  local ok, examples = pcall(build, records, lines, path, spec)
+  warnings = warnings or {}
+  local ok, examples = pcall(build, records, lines, path, spec, warnings)
   if not ok then return nil, examples end
   local d = new_dataset(examples, path, spec)
   d.warnings = warnings

@@ -37,6 +37,11 @@ H.check(kept.warnings[3]:find(":4: text after the JSON object", 1, true), kept.w
 H.fails(function() return xa.data.jsonl(dir .. "/missing.jsonl") end, "missing.jsonl")
 H.fails(function() return xa.data.jsonl(jl, {text = "sentence", label = "tag", labels = {"neg"}}) end,
         jl .. ":1: label 'pos' is not one of the labels given")
+-- skip_bad also skips well-formed lines that cannot be examples (here: a label outside labels)
+local two = H.write(dir .. "/two.jsonl", '{"text": "a", "tag": "pos"}\n{"text": "b", "tag": "neg"}\n')
+local negs = assert(xa.data.jsonl(two, {label = "tag", labels = {"neg"}, skip_bad = true}))
+H.eq(#negs, 1, "the example whose label is not in labels is skipped")
+H.check(negs.warnings[1]:find(":1: label 'pos' is not one of the labels", 1, true), negs.warnings[1])
 H.fails(function() return xa.data.jsonl(jl, {text = "sentence", label = "tag", label_type = "int"}) end,
         ":1: label 'pos' is not a number")
 H.fails(function() return xa.data.jsonl(jl, {text = "nope"}) end, ":1: no field 'nope'")
