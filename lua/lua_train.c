@@ -29,7 +29,8 @@ static int optim_gc(lua_State *L) {
     return 0;
 }
 
-static const char *const adamw_keys[] = {"lr", "weight_decay", "betas", "eps", NULL};
+static const char *const adamw_keys[] = {"lr", "weight_decay", "betas", "eps", "correct_bias",
+                                         NULL};
 static const char *const sgd_keys[] = {"lr", "momentum", "nesterov", "weight_decay", NULL};
 
 static xl_optim *new_optim(lua_State *L) {
@@ -50,6 +51,7 @@ static int l_adamw(lua_State *L) {
     oo.lr = (float)xl_opt_num(L, 1, "lr", 1e-3);
     oo.weight_decay = (float)xl_opt_num(L, 1, "weight_decay", 0.01);
     oo.eps = (float)xl_opt_num(L, 1, "eps", 1e-8);
+    oo.no_bias_correction = !xl_opt_bool(L, 1, "correct_bias", true);
     if (lua_getfield(L, 1, "betas") != LUA_TNIL) {
         if (!lua_istable(L, -1) || lua_rawlen(L, -1) != 2)
             return xl_raise(L, "xa.adamw: betas = {beta1, beta2}");

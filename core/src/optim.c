@@ -355,8 +355,8 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
     if (o->clip_norm > 0.0f && norm > o->clip_norm)
         clip = o->clip_norm / (norm + 1e-6f);
     opt->steps++;
-    float bc1 = 1.0f - powf(o->beta1, (float)opt->steps);
-    float bc2_sqrt = sqrtf(1.0f - powf(o->beta2, (float)opt->steps));
+    float bc1 = o->no_bias_correction ? 1.0f : 1.0f - powf(o->beta1, (float)opt->steps);
+    float bc2_sqrt = o->no_bias_correction ? 1.0f : sqrtf(1.0f - powf(o->beta2, (float)opt->steps));
     for (size_t i = 0; i < ps->n; i++) {
         xa_tensor *t = ps->p[i].t;
         if (!(t->flags & XA_TENSOR_TRAINABLE))

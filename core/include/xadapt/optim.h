@@ -55,6 +55,8 @@ typedef struct xa_optim_opts {
     float lr;           // default learning rate when step gets lr < 0
     float beta1, beta2; // AdamW; defaults 0.9, 0.999
     float eps;          // AdamW; default 1e-8
+    bool no_bias_correction; // AdamW without bias correction: BertAdam (LXMERT, XDBERT), and
+                             // transformers' AdamW(correct_bias=False)
     float weight_decay; // AdamW: decoupled; SGD: L2 added to the gradient
     float momentum;     // SGD
     bool nesterov;      // SGD
