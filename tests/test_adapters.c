@@ -31,6 +31,9 @@ static const kind kinds[] = {
     {"xadapter", "{\"layers\": [1], \"at\": \"ffn\", \"dim\": 6, \"heads\": 3, \"ffn\": true, "
                  "\"combine\": \"gate\", \"image_features\": \"pooled\", \"dropout\": 0}",
      true, true},
+    {"xadapter", "{\"layers\": [0], \"at\": \"parallel\", \"dim\": 4, \"heads\": 2, "
+                 "\"ln\": \"none\", \"dropout\": 0}",
+     true, true},
     {"kadapter", "{\"taps\": [0, 1, 2], \"size\": 8, \"heads\": 2, \"layers\": 1, \"dropout\": 0}",
      false, false},
     {"kadapter", "{\"taps\": [1, 2], \"size\": 6, \"heads\": 3, \"layers\": 2, "
@@ -225,6 +228,30 @@ Test(adapters, xadapter_experts_switch_at_run_time) {
     cr_expect(strstr(xa_errmsg(f.ctx), "no sub-module 'w' (it has: v, t)"), "%s", xa_errmsg(f.ctx));
     free(base), free(none), free(yv), free(yt), free(yvt);
     fixture_close(&f);
+}
+
+// Beside the FFN the expert reads the FFN's input; after it, the FFN's output: with the same
+// weights the two placements give different networks, and both start as the identity.
+Test(adapters, xadapter_parallel_reads_the_ffn_input) {
+    float *y[2];
+    const char *at[2] = {"ffn", "parallel"};
+    for (int k = 0; k < 2; k++) {
+        fixture f;
+        fixture_open(&f, true);
+        char opts[160];
+        snprintf(opts, sizeof opts, "{\"layers\": [0], \"at\": \"%s\", \"dim\": 4, "
+                                    "\"heads\": 2, \"ln\": \"none\", \"dropout\": 0}", at[k]);
+        cr_assert_eq(xa_net_insert(f.net, "xadapter", "x", opts), XA_OK, "%s", xa_errmsg(f.ctx));
+        fixture_randomize(&f, 0.5f); // the same draws for both: same names, shapes and seed
+        y[k] = copy_of(fixture_forward(&f));
+        fixture_close(&f);
+    }
+    float d = 0;
+    for (int i = 0; i < 2 * 7 * 32; i++)
+        d = fmaxf(d, fabsf(y[0][i] - y[1][i]));
+    cr_expect_gt(d, 1e-4f, "parallel must not compute what ffn computes");
+    free(y[0]);
+    free(y[1]);
 }
 
 Test(adapters, xadapter_needs_a_vlm_and_features) {

@@ -28,6 +28,7 @@ typedef struct {
     int nlayers, heads;
     int64_t dim;
     bool ffn, gate;
+    bool parallel; // at = "parallel": the query is the FFN's input, the result joins its output
     int ln; // 0 pre, 1 post, 2 none
     float dropout;
     bool pooled[NEXPERT]; // use pooled (projected) features instead of tokens
@@ -106,10 +107,15 @@ static int create(xa_adapter *a, const xa_opts *o) {
         layers[0] = d->layers - n, layers[n - 1] = d->layers - 1;
     }
     const char *at = H->opt_str(o, "at", "out");
-    int site = !strcmp(at, "out") ? XA_AT_OUT : !strcmp(at, "ffn") ? XA_AT_FFN
+    x->parallel = !strcmp(at, "parallel");
+    int site = !strcmp(at, "out") ? XA_AT_OUT
+             : !strcmp(at, "ffn") || x->parallel ? XA_AT_FFN
              : !strcmp(at, "attn") ? XA_AT_ATTN : -1;
     if (site < 0)
-        return H->errorf(ctx, -1, "at = '%s': use out (after the block), ffn or attn", at);
+        return H->errorf(ctx, -1,
+                         "at = '%s': use out (after the block), ffn, attn or parallel (beside "
+                         "the FFN)",
+                         at);
     x->dim = H->opt_int(o, "dim", 128);
     x->heads = (int)H->opt_int(o, "heads", 4);
     if (x->dim <= 0 || x->heads <= 0 || x->dim % x->heads)
@@ -207,7 +213,8 @@ static xa_tensor *forward(xa_adapter *a, const xa_site_args *s) {
                                "with activate");
             return NULL;
         }
-        xa_tensor *z = run_expert(ctx, x, &x->experts[slot * NEXPERT + e], s->h, feats, fmask);
+        xa_tensor *q = x->parallel ? s->x : s->h; // beside the FFN it reads what the FFN reads
+        xa_tensor *z = run_expert(ctx, x, &x->experts[slot * NEXPERT + e], q, feats, fmask);
         sum = sum ? H->add(ctx, sum, z) : z;
     }
     if (!sum)
