@@ -324,13 +324,18 @@ Test(adapters, kadapter_training_step_records_no_plm_op_on_the_tape) {
     fixture_close(&f);
 }
 
+// The fixture with K-Adapters 'fac' and 'lin' under concat fusion, after a first forward.
+static void open_fac_lin(fixture *f) {
+    fixture_open(f, false);
+    cr_assert_eq(xa_net_insert(f->net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f->ctx));
+    cr_assert_eq(xa_net_insert(f->net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f->ctx));
+    xa_net_set_fusion(f->net, XA_FUSION_CONCAT);
+    cr_assert(fixture_forward(f), "%s", xa_errmsg(f->ctx));
+}
+
 Test(adapters, two_kadapters_fused_by_concat_train_and_round_trip) {
     fixture f;
-    fixture_open(&f, false);
-    cr_assert_eq(xa_net_insert(f.net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
-    cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
-    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
-    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    open_fac_lin(&f);
     // two stages, as K-Adapter's code: [h_L; fac] -> H and [h_L; lin] -> H, then the pair -> H
     const char *projections[] = {"fusion.fac.weight", "fusion.lin.weight", "fusion.weight"};
     for (int i = 0; i < 3; i++) {
@@ -522,11 +527,7 @@ static float *side_output(fixture *f, const char *on, const char *off) {
 
 Test(adapters, concat_fusion_of_two_kadapters_is_the_official_two_stage_projection) {
     fixture f;
-    fixture_open(&f, false);
-    cr_assert_eq(xa_net_insert(f.net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
-    cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
-    xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
-    cr_assert(fixture_forward(&f), "%s", xa_errmsg(f.ctx));
+    open_fac_lin(&f);
     fixture_randomize(&f, 0.2f); // the fusion parameters included
     gc_report rep;
     cr_expect(fixture_gradcheck(&f, &rep), "%d of %d off: %s", rep.failed, rep.checked,
@@ -761,13 +762,18 @@ Test(adapters, control_commands_are_checked) {
 // The frozen-prefix cache must be exact: the same outputs and the same training trajectory, for
 // a loss that reads the positions the mask keeps (the cache keeps no padding for in-stream
 // adapters: see the next test).
+// Two fixtures with the same adapter: `a` without the prefix cache, `b` with it.
+static void open_without_and_with_cache(fixture *a, fixture *b, const char *cls, const char *opts) {
+    fixture_open(a, false);
+    fixture_open(b, false);
+    cr_assert_eq(xa_net_insert(a->net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(a->ctx));
+    cr_assert_eq(xa_net_insert(b->net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(b->ctx));
+    xa_net_set_prefix_cache(b->net, 64 << 20);
+}
+
 static void prefix_cache_case(const char *cls, const char *opts) {
     fixture a, b;
-    fixture_open(&a, false);
-    fixture_open(&b, false);
-    cr_assert_eq(xa_net_insert(a.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(a.ctx));
-    cr_assert_eq(xa_net_insert(b.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(b.ctx));
-    xa_net_set_prefix_cache(b.net, 64 << 20);
+    open_without_and_with_cache(&a, &b, cls, opts);
     xa_optim *oa = xa_optim_new(a.ctx, xa_net_params(a.net), &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f});
     xa_optim *ob = xa_optim_new(b.ctx, xa_net_params(b.net), &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f});
     xa_tensor *target = rand_tensor(a.ctx, 2, 32, 0, 0);
@@ -818,11 +824,7 @@ Test(adapters, frozen_prefix_cache_is_exact_for_in_stream_and_side_adapters) {
 // prefix again.
 static void prefix_cache_longer_batch(const char *cls, const char *opts, bool served) {
     fixture a, b;
-    fixture_open(&a, false);
-    fixture_open(&b, false);
-    cr_assert_eq(xa_net_insert(a.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(a.ctx));
-    cr_assert_eq(xa_net_insert(b.net, cls, NULL, opts), XA_OK, "%s", xa_errmsg(b.ctx));
-    xa_net_set_prefix_cache(b.net, 64 << 20);
+    open_without_and_with_cache(&a, &b, cls, opts);
     cr_assert(fixture_forward(&b), "%s", xa_errmsg(b.ctx));
     enum { T = 10 };
     int32_t ids[2 * T];

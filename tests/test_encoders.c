@@ -153,16 +153,23 @@ Test(encoders, pickle_checkpoints_are_refused_with_a_conversion_hint) {
     expect_load_error(d, "save_pretrained");
 }
 
-Test(encoders, wrong_shapes_and_missing_tensors_are_listed_together) {
-    const char *d = copy_fixture("bert_tiny");
-    char p[4200], *cfg;
-    snprintf(p, sizeof p, "%s/config.json", d);
-    cfg = read_file(p, NULL);
-    // claim 3 layers and a wider FFN: every tensor of layer 2 is missing, every FFN is misshapen
+// The text of config.json in `dir` (the tiny BERT's) with num_hidden_layers 2 changed to
+// `layers`; *path is where it goes back.
+static char *config_with_layers(const char *dir, char *path, size_t n, char layers) {
+    snprintf(path, n, "%s/config.json", dir);
+    char *cfg = read_file(path, NULL);
     char *at = strstr(cfg, "\"num_hidden_layers\": 2");
     cr_assert(at, "fixture config changed");
-    at[strlen("\"num_hidden_layers\": ")] = '3';
-    at = strstr(cfg, "\"intermediate_size\": ");
+    at[strlen("\"num_hidden_layers\": ")] = layers;
+    return cfg;
+}
+
+Test(encoders, wrong_shapes_and_missing_tensors_are_listed_together) {
+    const char *d = copy_fixture("bert_tiny");
+    char p[4200];
+    // claim 3 layers and a wider FFN: every tensor of layer 2 is missing, every FFN is misshapen
+    char *cfg = config_with_layers(d, p, sizeof p, '3');
+    char *at = strstr(cfg, "\"intermediate_size\": ");
     cr_assert(at);
     char *num = at + strlen("\"intermediate_size\": ");
     char rest[4096];
@@ -178,12 +185,8 @@ Test(encoders, wrong_shapes_and_missing_tensors_are_listed_together) {
 // A config with fewer layers than the file would drop blocks silently: the extra ones are named.
 Test(encoders, blocks_beyond_the_configured_layers_are_refused) {
     const char *d = copy_fixture("bert_tiny");
-    char p[4200], *cfg;
-    snprintf(p, sizeof p, "%s/config.json", d);
-    cfg = read_file(p, NULL);
-    char *at = strstr(cfg, "\"num_hidden_layers\": 2");
-    cr_assert(at, "fixture config changed");
-    at[strlen("\"num_hidden_layers\": ")] = '1';
+    char p[4200];
+    char *cfg = config_with_layers(d, p, sizeof p, '1');
     write_file(p, cfg, strlen(cfg));
     free(cfg);
     expect_load_error(d, "the file has blocks up to 1, config.json says 1 layers");
