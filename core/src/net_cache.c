@@ -4,10 +4,10 @@
 // kept per example and epoch 2 onward skips the prefix. Rows are keyed by a hash of their
 // tokens; a row is stored with the batch length it was computed at and serves any batch that is
 // not longer (padding positions depend only on the row and the position, never on the batch;
-// only rounding can differ, as GEMMs of another size may sum in another order). With pad_fill a row keeps only its tokens and serves a batch of any length, its
-// padding positions zero-filled: without that, shuffled batches padded to their longest member
-// would rarely find every row at the length they need, and epoch 2 would compute most of its
-// prefixes again.
+// only rounding can differ, as GEMMs of another size may sum in another order). With pad_fill a
+// row keeps only its tokens and serves a batch of any length, its padding positions zero-filled:
+// without that, shuffled batches padded to their longest member would rarely find every row at
+// the length they need, and epoch 2 would compute most of its prefixes again.
 #include <stdlib.h>
 #include <string.h>
 

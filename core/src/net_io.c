@@ -107,13 +107,13 @@ static take param_take(const char *name, const cJSON *list, bool file_concat, bo
     return dot && in_file(list, name, (size_t)(dot - name)) ? TAKE_REQUIRED : TAKE_NOTHING;
 }
 
-// Concat fusion projects the side networks' outputs in their order, so a file's fusion fits only
-// a network with the same side networks in the same order.
 static void append_name(char *buf, size_t size, const char *name) {
     size_t at = strlen(buf);
     snprintf(buf + at, size - at, "%s%s", at ? ", " : "", name);
 }
 
+// Concat fusion projects the side networks' outputs in their order, so a file's fusion fits only
+// a network with the same side networks in the same order.
 static xa_status check_fusion_fits(xa_net *n, const cJSON *list, const char *path) {
     char net[1024] = "", file[1024] = "";
     for (size_t i = 0; i < xa_net_adapter_count(n); i++)
@@ -148,8 +148,8 @@ static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const ch
         take t = param_take(name, list, file_concat, adapters_only);
         if (t == TAKE_NOTHING)
             continue;
-        if (!xa_st_find(f, name)) {
-            if (t == TAKE_REQUIRED) // a head added after these adapters keeps its init
+        if (!xa_st_find(f, name)) { // a head added after these adapters keeps its init
+            if (t == TAKE_REQUIRED)
                 st = xa_errorf(ctx, XA_EFORMAT, "%s: no tensor '%s' for this network", path, name);
             continue;
         }
