@@ -110,17 +110,18 @@ int cmd_make_random(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) {
-            printf("usage: xadapt make-random --arch NAME|config.json --out DIR [--seed N]\n"
-                   "                          [--dtype f32|f16|bf16] [--shards N] [--prefix] "
-                   "[--no-heads]\n"
-                   "                          [--tokenizer DIR]\n\n"
-                   "Write a random-weight checkpoint in exact Hugging Face layout: config.json and\n"
-                   "the weights (weight files of the other layout left in DIR are removed).\n"
-                   "--tokenizer DIR copies a tokenizer's files (vocab.txt, tokenizer.json,\n"
-                   "vocab.json + merges.txt, ...; CLIP's bpe_simple_vocab_16e6.txt.gz is converted)\n"
-                   "so that DIR also tokenizes, e.g. ../shared/tokenizers/bert-base-uncased.\n"
-                   "presets: %s\n",
-                   xa_model_preset_names());
+            printf(
+                "usage: xadapt make-random --arch NAME|config.json --out DIR [--seed N]\n"
+                "                          [--dtype f32|f16|bf16] [--shards N] [--prefix] "
+                "[--no-heads]\n"
+                "                          [--tokenizer DIR]\n\n"
+                "Write a random-weight checkpoint in exact Hugging Face layout: config.json and\n"
+                "the weights (weight files of the other layout left in DIR are removed).\n"
+                "--tokenizer DIR copies a tokenizer's files (vocab.txt, tokenizer.json,\n"
+                "vocab.json + merges.txt, ...; CLIP's bpe_simple_vocab_16e6.txt.gz is converted)\n"
+                "so that DIR also tokenizes, e.g. ../shared/tokenizers/bert-base-uncased.\n"
+                "presets: %s\n",
+                xa_model_preset_names());
             return 0;
         } else if (!strcmp(a, "--arch") && v) {
             arch = v, i++;

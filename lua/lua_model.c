@@ -537,7 +537,8 @@ static int model_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 2);
     xl_check_opts(L, 3, "m:load_adapters", load_keys, true);
     xa_load_opts o = {.force = lua_istable(L, 3) && xl_opt_bool(L, 3, "force", false),
-                      .adapters_only = lua_istable(L, 3) && xl_opt_bool(L, 3, "adapters_only", false)};
+                      .adapters_only =
+                          lua_istable(L, 3) && xl_opt_bool(L, 3, "adapters_only", false)};
     if (xa_net_load_with(m->net, path, &o) != XA_OK)
         return xl_fail(L);
     lua_pushboolean(L, 1);

@@ -302,8 +302,9 @@ static int l_make_random(lua_State *L) {
     bool clip = cJSON_IsString(mt) && !strncmp(mt->valuestring, "clip", 4);
     if (!lua_isnil(L, vocab)) {
         if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "bert"))
-            return xl_raise(L, "xa.make_random: vocab = writes a WordPiece vocab.txt, which only "
-                               "BERT reads; give %s a tokenizer = directory",
+            return xl_raise(L,
+                            "xa.make_random: vocab = writes a WordPiece vocab.txt, which only "
+                            "BERT reads; give %s a tokenizer = directory",
                             clip ? "CLIP" : "this model");
         // The embedding table is as large as the vocabulary, unless the config says otherwise.
         int want = 5 + (int)lua_rawlen(L, vocab);

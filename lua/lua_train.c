@@ -29,8 +29,8 @@ static int optim_gc(lua_State *L) {
     return 0;
 }
 
-static const char *const adamw_keys[] = {"lr", "weight_decay", "betas", "eps", "correct_bias",
-                                         NULL};
+static const char *const adamw_keys[] = {"lr",  "weight_decay", "betas",
+                                         "eps", "correct_bias", NULL};
 static const char *const sgd_keys[] = {"lr", "momentum", "nesterov", "weight_decay", NULL};
 
 static xl_optim *new_optim(lua_State *L) {
@@ -547,7 +547,7 @@ void xl_open_train(lua_State *L, int mod) {
     lua_pop(L, 1);
 
     static const luaL_Reg step_methods[] = {
-        {"_forward", model_forward}, {"_loss", model_loss}, {"_backward", model_backward},
+        {"_forward", model_forward}, {"_loss", model_loss},       {"_backward", model_backward},
         {"_end", model_end},         {"_prepare", model_prepare}, {NULL, NULL},
     };
     luaL_getmetatable(L, XL_MODEL);

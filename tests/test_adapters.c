@@ -28,16 +28,19 @@ static const kind kinds[] = {
     {"bottleneck", "{\"placement\": \"pfeiffer\", \"dim\": 5, \"non_linearity\": \"gelu\"}", false,
      true},
     {"xadapter", "{\"layers\": [0, 1], \"dim\": 8, \"heads\": 2, \"dropout\": 0}", true, true},
-    {"xadapter", "{\"layers\": [1], \"at\": \"ffn\", \"dim\": 6, \"heads\": 3, \"ffn\": true, "
-                 "\"combine\": \"gate\", \"image_features\": \"pooled\", \"dropout\": 0}",
+    {"xadapter",
+     "{\"layers\": [1], \"at\": \"ffn\", \"dim\": 6, \"heads\": 3, \"ffn\": true, "
+     "\"combine\": \"gate\", \"image_features\": \"pooled\", \"dropout\": 0}",
      true, true},
-    {"xadapter", "{\"layers\": [0], \"at\": \"parallel\", \"dim\": 4, \"heads\": 2, "
-                 "\"ln\": \"none\", \"dropout\": 0}",
+    {"xadapter",
+     "{\"layers\": [0], \"at\": \"parallel\", \"dim\": 4, \"heads\": 2, "
+     "\"ln\": \"none\", \"dropout\": 0}",
      true, true},
     {"kadapter", "{\"taps\": [0, 1, 2], \"size\": 8, \"heads\": 2, \"layers\": 1, \"dropout\": 0}",
      false, false},
-    {"kadapter", "{\"taps\": [1, 2], \"size\": 6, \"heads\": 3, \"layers\": 2, "
-                 "\"intermediate\": 10, \"skip\": 2, \"mask\": true, \"dropout\": 0}",
+    {"kadapter",
+     "{\"taps\": [1, 2], \"size\": 6, \"heads\": 3, \"layers\": 2, "
+     "\"intermediate\": 10, \"skip\": 2, \"mask\": true, \"dropout\": 0}",
      false, false},
     {"lora", "{\"targets\": [\"q\", \"v\"], \"rank\": 2}", false, true},
     {"lora", "{\"targets\": [\"o\", \"ff1\", \"ff2\"], \"rank\": 3, \"alpha\": 6, \"layers\": [1]}",
@@ -239,8 +242,10 @@ Test(adapters, xadapter_parallel_reads_the_ffn_input) {
         fixture f;
         fixture_open(&f, true);
         char opts[160];
-        snprintf(opts, sizeof opts, "{\"layers\": [0], \"at\": \"%s\", \"dim\": 4, "
-                                    "\"heads\": 2, \"ln\": \"none\", \"dropout\": 0}", at[k]);
+        snprintf(opts, sizeof opts,
+                 "{\"layers\": [0], \"at\": \"%s\", \"dim\": 4, "
+                 "\"heads\": 2, \"ln\": \"none\", \"dropout\": 0}",
+                 at[k]);
         cr_assert_eq(xa_net_insert(f.net, "xadapter", "x", opts), XA_OK, "%s", xa_errmsg(f.ctx));
         fixture_randomize(&f, 0.5f); // the same draws for both: same names, shapes and seed
         y[k] = copy_of(fixture_forward(&f));
@@ -327,8 +332,10 @@ Test(adapters, kadapter_training_step_records_no_plm_op_on_the_tape) {
 // The fixture with K-Adapters 'fac' and 'lin' under concat fusion, after a first forward.
 static void open_fac_lin(fixture *f) {
     fixture_open(f, false);
-    cr_assert_eq(xa_net_insert(f->net, "kadapter", "fac", KA_SMALL), XA_OK, "%s", xa_errmsg(f->ctx));
-    cr_assert_eq(xa_net_insert(f->net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f->ctx));
+    cr_assert_eq(xa_net_insert(f->net, "kadapter", "fac", KA_SMALL), XA_OK, "%s",
+                 xa_errmsg(f->ctx));
+    cr_assert_eq(xa_net_insert(f->net, "kadapter", "lin", KA_SMALL), XA_OK, "%s",
+                 xa_errmsg(f->ctx));
     xa_net_set_fusion(f->net, XA_FUSION_CONCAT);
     cr_assert(fixture_forward(f), "%s", xa_errmsg(f->ctx));
 }
@@ -425,7 +432,8 @@ Test(adapters, kadapters_trained_apart_combine_with_adapters_only) {
     size_t count = xa_params_count(xa_net_params(f.net));
     cr_expect_eq(xa_net_load(f.net, lin, false), XA_EINVAL);
     cr_expect(strstr(xa_errmsg(f.ctx), "trained on the side networks (lin), this network has "
-                                       "(fac, lin)"), "%s", xa_errmsg(f.ctx));
+                                       "(fac, lin)"),
+              "%s", xa_errmsg(f.ctx));
     cr_expect_eq(xa_params_count(xa_net_params(f.net)), count);
     cr_assert_eq(xa_net_load_with(f.net, lin, &only), XA_OK, "%s", xa_errmsg(f.ctx));
     cr_expect_eq(xa_net_fusion(f.net), XA_FUSION_CONCAT, "the network's fusion mode stays");
@@ -537,8 +545,7 @@ Test(adapters, concat_fusion_of_two_kadapters_is_the_official_two_stage_projecti
     xa_net_set_fusion(f.net, XA_FUSION_CONCAT);
     xa_arena_reset(f.ctx);
     xa_net_out out;
-    cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK, "%s",
-                 xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_forward(f.ctx, f.net, &f.batch, NULL, &out), XA_OK, "%s", xa_errmsg(f.ctx));
     xa_params *ps = xa_net_params(f.net);
     enum { H = 32 };
     float x[2 * H], pair[2 * H], y[H], err = 0;
@@ -574,8 +581,9 @@ Test(adapters, concat_fusion_of_one_kadapter_is_one_projection_and_names_are_che
     cr_assert_eq(xa_net_insert(f.net, "kadapter", "lin", KA_SMALL), XA_OK, "%s", xa_errmsg(f.ctx));
     xa_arena_reset(f.ctx);
     cr_expect_null(fixture_forward(&f));
-    cr_expect(strstr(xa_errmsg(f.ctx), "built for 1 side network(s) at the first forward, the net now has 2"), "%s",
-              xa_errmsg(f.ctx));
+    cr_expect(strstr(xa_errmsg(f.ctx),
+                     "built for 1 side network(s) at the first forward, the net now has 2"),
+              "%s", xa_errmsg(f.ctx));
     // names the fusion parameters use, and names too long for them, are not adapter names
     char longname[XA_ADAPTER_NAME_MAX + 2];
     memset(longname, 'a', sizeof longname - 1);
@@ -853,10 +861,10 @@ static void prefix_cache_longer_batch(const char *cls, const char *opts, bool se
 }
 
 Test(adapters, frozen_prefix_cache_serves_longer_batches_when_only_masked_positions_change) {
-    prefix_cache_longer_batch("bottleneck", "{\"layers\": [1], \"non_linearity\": \"tanh\"}",
-                              true);
+    prefix_cache_longer_batch("bottleneck", "{\"layers\": [1], \"non_linearity\": \"tanh\"}", true);
     prefix_cache_longer_batch("lora", "{\"layers\": [1], \"targets\": [\"q\", \"ff1\"]}", true);
-    prefix_cache_longer_batch("kadapter", "{\"size\": 8, \"heads\": 2, \"layers\": 1, "
-                                          "\"taps\": [0, 1, 2], \"intermediate\": 16}",
+    prefix_cache_longer_batch("kadapter",
+                              "{\"size\": 8, \"heads\": 2, \"layers\": 1, "
+                              "\"taps\": [0, 1, 2], \"intermediate\": 16}",
                               false);
 }

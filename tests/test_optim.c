@@ -42,12 +42,13 @@ Test(optim, adamw_matches_hand_computed_steps) {
 // w -= lr * 0.1 g / (sqrt(0.001) |g| + eps) = lr * 0.1 / 0.0316228 = 0.316228 lr for g > 0.
 Test(optim, adamw_without_bias_correction_is_bertadam) {
     xa_tensor *w = scalar_param("w", 2, 1.0f);
-    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f,
-                                                            .no_bias_correction = true});
+    xa_optim *opt = xa_optim_new(
+        ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f, .no_bias_correction = true});
     cr_assert_eq(xa_params_pack(ps), XA_OK);
     w->grad[0] = 0.5f;
     cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
-    cr_expect_float_eq(w->data[0], 1.0f - 0.1f * 0.1f / sqrtf(0.001f), 1e-5, "w = %.7f", (double)w->data[0]);
+    cr_expect_float_eq(w->data[0], 1.0f - 0.1f * 0.1f / sqrtf(0.001f), 1e-5, "w = %.7f",
+                       (double)w->data[0]);
     xa_optim_free(opt);
 }
 

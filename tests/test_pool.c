@@ -75,5 +75,6 @@ Test(pool, xadapt_threads_above_the_cap_is_capped) {
 Test(pool, xadapt_threads_that_is_no_number_falls_back_to_the_cores) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     setenv("XADAPT_THREADS", "2x", 1);
-    cr_expect_eq(xa_pool_default_threads(), cores < XA_POOL_MAX_THREADS ? cores : XA_POOL_MAX_THREADS);
+    cr_expect_eq(xa_pool_default_threads(),
+                 cores < XA_POOL_MAX_THREADS ? cores : XA_POOL_MAX_THREADS);
 }

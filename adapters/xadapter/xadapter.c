@@ -108,9 +108,10 @@ static int create(xa_adapter *a, const xa_opts *o) {
     }
     const char *at = H->opt_str(o, "at", "out");
     x->parallel = !strcmp(at, "parallel");
-    int site = !strcmp(at, "out") ? XA_AT_OUT
-             : !strcmp(at, "ffn") || x->parallel ? XA_AT_FFN
-             : !strcmp(at, "attn") ? XA_AT_ATTN : -1;
+    int site = !strcmp(at, "out")                  ? XA_AT_OUT
+               : !strcmp(at, "ffn") || x->parallel ? XA_AT_FFN
+               : !strcmp(at, "attn")               ? XA_AT_ATTN
+                                                   : -1;
     if (site < 0)
         return H->errorf(ctx, -1,
                          "at = '%s': use out (after the block), ffn, attn or parallel (beside "
@@ -203,8 +204,7 @@ static xa_tensor *forward(xa_adapter *a, const xa_site_args *s) {
                                   : (x->pooled[T] ? s->text_pooled : s->text_tokens);
         const float *fmask = x->pooled[e] ? NULL : e == V ? s->image_token_mask : s->text_token_mask;
         if (!feats) {
-            H->errorf(ctx, -1,
-                      "%s: the %s-expert is on but the batch has no CLIP %s features (%s)",
+            H->errorf(ctx, -1, "%s: the %s-expert is on but the batch has no CLIP %s features (%s)",
                       H->name_of(a), e == V ? "V" : "T", e == V ? "image" : "text",
                       e == V ? "give examples images, an image pool to retrieve from, or switch "
                                "it off with activate"

@@ -442,8 +442,10 @@ static void check_extra_layers(xa_model *m, problems *p) {
                     most = layer, first = name;
             }
         if (first)
-            add_problem(p, "tensor '%s': the file has blocks up to %ld, config.json says %lld "
-                           "layers (num_hidden_layers)", first, most, (long long)have);
+            add_problem(p,
+                        "tensor '%s': the file has blocks up to %ld, config.json says %lld "
+                        "layers (num_hidden_layers)",
+                        first, most, (long long)have);
     }
 }
 

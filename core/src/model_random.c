@@ -176,8 +176,10 @@ static xa_status remove_stale_weights(xa_ctx *ctx, const char *dir, int shards) 
     char path[4096], keep[64] = "";
     if (shards > 1)
         snprintf(keep, sizeof keep, "-of-%05d.safetensors", shards);
-    snprintf(path, sizeof path, "%s/model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]"
-                                ".safetensors", dir);
+    snprintf(path, sizeof path,
+             "%s/model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]"
+             ".safetensors",
+             dir);
     glob_t g;
     int rc = glob(path, 0, NULL, &g);
     xa_status st = XA_OK;

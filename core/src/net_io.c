@@ -163,8 +163,7 @@ static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const ch
     }
     for (size_t i = 0; i < count; i++) {
         if (src[i] && st == XA_OK)
-            memcpy(xa_params_at(ps, i)->data, src[i]->data,
-                   (size_t)src[i]->numel * sizeof(float));
+            memcpy(xa_params_at(ps, i)->data, src[i]->data, (size_t)src[i]->numel * sizeof(float));
         xa_tensor_release(src[i]);
     }
     free(src);

@@ -19,7 +19,8 @@ static struct {
     atomic_int nthreads; // including the caller
     int nworkers;  // started worker threads
     pthread_t tid[XA_POOL_MAX_THREADS];
-    uint64_t born[XA_POOL_MAX_THREADS]; // gen when worker i+1 started: regions before it are not its own
+    // gen when worker i+1 started: regions before it are not its own
+    uint64_t born[XA_POOL_MAX_THREADS];
     atomic_uint_fast64_t gen; // bumped per parallel region
     atomic_int pending;       // chunks not yet finished
     xa_range_fn fn;
