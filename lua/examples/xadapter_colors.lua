@@ -8,8 +8,10 @@
 --       [cache_dir=DIR] [save=adapters.safetensors]
 --
 -- Without plm=/vlm= it uses tiny random models with the real tokenizers (numbers are then
--- meaningless, but every step runs); with bert-base-uncased and clip-vit-base-patch32 it is the
--- paper's setting at small scale (raise n and steps).
+-- meaningless, but every step runs); with bert-base-uncased and clip-vit-base-patch32 it uses
+-- the paper's models at small scale (raise n and steps). The adaptation data and objective
+-- (MLM on Flickr8k captions) are this project's choice: the paper's are not known (methods.md
+-- section 1).
 local xa = require "xadapt"
 local C = dofile((arg[0]:match("^(.*/)") or "./") .. "common.lua")
 
