@@ -76,19 +76,33 @@ static int st_box_gc(lua_State *L) {
 }
 
 // Copy tensor `name` of the file into dst (same element count), converting from its dtype.
-static xa_status load_into(xa_ctx *ctx, xa_st_file *f, const char *name, float *dst, int64_t numel,
-                           const char *path) {
+// The file's tensor `name` must be there with the shape the run has (ndim 0: just `numel`
+// values), so that every check is done before the first value is copied.
+static xa_status check_entry(xa_ctx *ctx, const xa_st_file *f, const char *name, int ndim,
+                             const int64_t *shape, int64_t numel, const char *path) {
+    const xa_st_entry *e = xa_st_find(f, name);
+    if (!e)
+        return xa_errorf(ctx, XA_EFORMAT, "%s: no '%s' (a different model or adapter set?)", path,
+                         name);
+    int64_t have = 1;
+    for (int d = 0; d < e->ndim; d++)
+        have *= e->shape[d];
+    bool same = have == numel && (ndim == 0 || e->ndim == ndim);
+    for (int d = 0; same && ndim && d < ndim; d++)
+        same = e->shape[d] == shape[d];
+    if (!same)
+        return xa_errorf(ctx, XA_ESHAPE,
+                         "%s: '%s' has %lld values in %d dimensions, this run has %lld (a "
+                         "different model or adapter set?)",
+                         path, name, (long long)have, e->ndim, (long long)numel);
+    return XA_OK;
+}
+
+static xa_status load_into(xa_ctx *ctx, xa_st_file *f, const char *name, float *dst, int64_t numel) {
     xa_tensor *t;
     xa_status st = xa_st_tensor(ctx, f, name, &t);
     if (st)
         return st;
-    if (t->numel != numel) {
-        xa_tensor_release(t);
-        return xa_errorf(ctx, XA_ESHAPE,
-                         "%s: '%s' has %lld values, this run has %lld (a "
-                         "different model or adapter set?)",
-                         path, name, (long long)t->numel, (long long)numel);
-    }
     memcpy(dst, t->data, (size_t)numel * sizeof(float));
     xa_tensor_release(t);
     return XA_OK;
@@ -138,15 +152,28 @@ static int l_checkpoint_load(lua_State *L) {
     int64_t numel = xa_optim_state(o->opt, &mom, &vel);
     if (numel < 0)
         return xl_fail(L);
+    // Check everything first: a refused checkpoint leaves the run's values as they were.
     char name[300];
     for (size_t i = 0; i < xa_params_count(ps); i++) {
         xa_tensor *t = xa_params_at(ps, i);
         snprintf(name, sizeof name, "param.%s", xa_params_name(ps, i));
-        if (load_into(ctx, f, name, t->data, t->numel, path) != XA_OK)
+        if (check_entry(ctx, f, name, t->ndim, t->shape, t->numel, path) != XA_OK)
             return xl_fail(L);
     }
-    if (numel > 0 && (load_into(ctx, f, "optim.m", mom, numel, path) != XA_OK ||
-                      (vel && load_into(ctx, f, "optim.v", vel, numel, path) != XA_OK)))
+    if (numel > 0 && (check_entry(ctx, f, "optim.m", 0, NULL, numel, path) != XA_OK ||
+                      (vel && check_entry(ctx, f, "optim.v", 0, NULL, numel, path) != XA_OK)))
+        return xl_fail(L);
+    cJSON **j = xl_json_box(L);
+    if (!(*j = cJSON_Parse(trainer ? trainer : "{}")))
+        return xl_failf(L, "%s: the trainer state is not JSON", path);
+    for (size_t i = 0; i < xa_params_count(ps); i++) {
+        xa_tensor *t = xa_params_at(ps, i);
+        snprintf(name, sizeof name, "param.%s", xa_params_name(ps, i));
+        if (load_into(ctx, f, name, t->data, t->numel) != XA_OK)
+            return xl_fail(L);
+    }
+    if (numel > 0 && (load_into(ctx, f, "optim.m", mom, numel) != XA_OK ||
+                      (vel && load_into(ctx, f, "optim.v", vel, numel) != XA_OK)))
         return xl_fail(L);
     uint64_t rng[4];
     for (int i = 0; i < 4; i++) {
@@ -158,10 +185,6 @@ static int l_checkpoint_load(lua_State *L) {
     xa_rng_set_state(ctx, rng);
     xa_optim_set_steps(o->opt, strtoll(steps, NULL, 10));
     xa_params_zero_grad(ps);
-    cJSON **j = xl_json_box(L);
-    *j = cJSON_Parse(trainer ? trainer : "{}");
-    if (!*j)
-        return xl_failf(L, "%s: the trainer state is not JSON", path);
     xl_push_json(L, *j);
     return 1;
 }

@@ -292,6 +292,7 @@ end
 -- Evaluate `run` on its data: {metric = value, ..., n = examples}.
 local function evaluate(run, metrics, batch)
   local m = run.model
+  m:_prepare() -- lazy parameters (concat fusion) come from the script's RNG, not EVAL_SEED's
   local rng = xa.rng_state()
   xa.seed(EVAL_SEED)
   local want_preds = false
@@ -556,7 +557,7 @@ function xa.train(o)
     saved.shuffle_seed = tostring(state.shuffle_seed)
     local ok, err = xa.checkpoint_save(path, m, optim, xa.json.encode(saved))
     if not ok then U.raise("%s: checkpoint: %s", fname, err) end
-    state.last_checkpoint = path
+    state.last_checkpoint, state.last_checkpoint_step = path, state.step
   end
 
   local t0 = xa.clock()
@@ -602,7 +603,7 @@ function xa.train(o)
     end
   end
   if ev and (not last_eval or last_eval.step ~= state.step) then do_eval() end
-  if ck and state.last_checkpoint ~= ckpt_path(ck.path, state.step) then do_checkpoint() end
+  if ck and state.last_checkpoint_step ~= state.step then do_checkpoint() end
   local elapsed = progress:finish()
   if logf then logf:close() end
   write_plot(plot, losses, evals, o.name)

@@ -84,6 +84,22 @@ mo:insert("bottleneck", {dim = 8, dropout = 0.1})
 mo:insert("lora", {rank = 2, dropout = 0.1})
 mo:head("cls", {kind = "classify", classes = 2, dropout = 0.2})
 H.raises(function() run(mo, {resume = H.out .. "/ck-4.safetensors"}) end, "another frozen base")
+-- a refused checkpoint changes nothing (here the head has another shape; LoRA and bottleneck,
+-- checked before it, must not have been overwritten)
+local m4 = xa.model{plm = plm}
+m4:insert("bottleneck", {dim = 8, dropout = 0.1})
+m4:insert("lora", {rank = 2, dropout = 0.1})
+m4:head("cls", {kind = "classify", classes = 3, dropout = 0.2})
+local function dev_loss(mm) return xa.evaluate{model = mm, data = dev, head = "cls", metrics = {"loss"}}.loss end
+local before = dev_loss(m4)
+H.raises(function() run(m4, {resume = H.out .. "/ck-4.safetensors"}) end,
+         "'param.head.cls.weight' has 64 values in 2 dimensions, this run has 96")
+H.eq(dev_loss(m4), before, "a refused checkpoint leaves every parameter as it was")
+-- a fixed checkpoint path (no {step}) is written at the end too, not only every N updates
+local fixed, calls = H.out .. "/fixed.ckpt", 0
+run(model(), {checkpoint = {path = fixed, every = 3}, max_steps = 5, eval = nil})
+run(model(), {resume = fixed, max_steps = 5, eval = nil, on_step = function() calls = calls + 1 end})
+H.eq(calls, 0, "the checkpoint holds step 5: nothing left to run")
 local m3 = model()
 m3:save_adapters(H.out .. "/adapters.safetensors")
 H.raises(function() run(model(), {resume = H.out .. "/adapters.safetensors"}) end,
