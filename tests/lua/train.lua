@@ -256,4 +256,21 @@ H.raises(function()
   xa.train{model = model(), data = data, head = "cls", max_steps = 1, optim = o2, progress = false}
 end, "already trains another model")
 
+-- parameters made lazily (concat fusion) come from the script's RNG even when the first forward
+-- is an evaluation, which runs under its own fixed seed: two scripts that differ only in the
+-- seed before that evaluation get different fusions
+local function fused_after_eval(seed)
+  xa.seed(1)
+  local mm = xa.model{plm = plm, fusion = "concat"}
+  mm:insert("kadapter", {name = "fac", taps = {0, 1}, size = 8, heads = 2, layers = 1})
+  mm:insert("kadapter", {name = "lin", taps = {1, 2}, size = 8, heads = 2, layers = 1})
+  mm:head("cls", {kind = "classify", classes = 2})
+  xa.seed(seed)
+  xa.evaluate{model = mm, data = dev, head = "cls", metrics = {"loss"}}
+  local path = ("%s/fused-%d.safetensors"):format(H.out, seed)
+  assert(mm:save_adapters(path))
+  return H.read(path)
+end
+H.check(fused_after_eval(100) ~= fused_after_eval(200), "the fusion follows the script's seed")
+
 H.done("train")
