@@ -170,6 +170,29 @@ static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const ch
     return st;
 }
 
+// An adapter the network has already must be the file's: the same options, or its values would
+// fit the shapes and still mean another network (other taps, heads, placement).
+static xa_status check_same_options(xa_net *n, const char *name, const cJSON *file_opts,
+                                    const char *path) {
+    xa_adapter *a = NULL;
+    for (size_t i = 0; i < xa_net_adapter_count(n) && !a; i++)
+        if (!strcmp(xa_net_adapter_name(n, i), name))
+            a = xa_net_adapter_at(n, i);
+    cJSON *ours = cJSON_Parse(a && a->opts_json ? a->opts_json : "{}");
+    bool same = ours && cJSON_Compare(ours, file_opts, true);
+    cJSON_Delete(ours);
+    if (same)
+        return XA_OK;
+    char *theirs = cJSON_PrintUnformatted(file_opts);
+    xa_status st = xa_errorf(xa_net_ctx(n), XA_EINVAL,
+                             "%s: adapter '%s' was saved with options %s, this network's has %s "
+                             "(insert it with the file's options, or let the load insert it)",
+                             path, name, theirs ? theirs : "?",
+                             a && a->opts_json ? a->opts_json : "{}");
+    free(theirs);
+    return st;
+}
+
 xa_status xa_net_load(xa_net *n, const char *path, bool force) {
     return xa_net_load_with(n, path, &(xa_load_opts){.force = force});
 }
@@ -221,6 +244,8 @@ xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) 
                            name->valuestring, cls->valuestring, have);
             break;
         }
+        if (have && (st = check_same_options(n, name->valuestring, opts, path)) != XA_OK)
+            break;
         const cJSON *plugin = cJSON_GetObjectItemCaseSensitive(e, "plugin");
         const char *from = cJSON_IsString(plugin) ? plugin->valuestring : "?";
         if (!have) {
