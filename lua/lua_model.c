@@ -304,8 +304,13 @@ static int freeze(lua_State *L, bool frozen) {
             size_t at = strlen(list);
             snprintf(list + at, sizeof list - at, ", %.*s.*", (int)len, n);
         }
-        return xl_raise(L, "%s('%s'): the pattern matches no parameter (modules: %s)",
-                        frozen ? "freeze" : "unfreeze", pattern, list);
+        bool later = !strncmp(pattern, "fusion", 6) && xa_net_fusion(m->net) == XA_FUSION_CONCAT &&
+                     !xa_params_find(ps, "fusion.weight");
+        return xl_raise(L, "%s('%s'): the pattern matches no parameter (modules: %s)%s",
+                        frozen ? "freeze" : "unfreeze", pattern, list,
+                        later ? "; the concat fusion's parameters are made at the first forward "
+                                "(or by xa.train / xa.evaluate)"
+                              : "");
     }
     lua_pushinteger(L, matched);
     return 1;

@@ -167,6 +167,27 @@ static bool module_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
     return found;
 }
 
+// The running function's name when it is a method of its first argument (found in the __index
+// table of that userdata's metatable), for calls without a name (pcall(f.retrieve, f, ...)).
+static bool method_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
+    int top = lua_gettop(L);
+    bool found = false;
+    if (lua_type(L, 1) == LUA_TUSERDATA && lua_getinfo(L, "f", ar) && lua_getmetatable(L, 1) &&
+        lua_getfield(L, -1, "__index") == LUA_TTABLE) {
+        int fn = top + 1, methods = lua_gettop(L);
+        lua_pushnil(L);
+        while (!found && lua_next(L, methods)) { // key at methods + 1, value at methods + 2
+            if (lua_type(L, methods + 1) == LUA_TSTRING && lua_rawequal(L, methods + 2, fn)) {
+                snprintf(buf, n, "%s", lua_tostring(L, methods + 1));
+                found = true;
+            }
+            lua_settop(L, methods + 1);
+        }
+    }
+    lua_settop(L, top);
+    return found;
+}
+
 int xl_argerror(lua_State *L, int arg, const char *fmt, ...) {
     char extra[1024], msg[1400], found[160];
     va_list ap;
@@ -176,10 +197,14 @@ int xl_argerror(lua_State *L, int arg, const char *fmt, ...) {
     lua_Debug ar = {0};
     const char *fname = "?";
     bool level = lua_getstack(L, 0, &ar);
-    if (level && lua_getinfo(L, "n", &ar) && ar.name)
+    if (level && lua_getinfo(L, "n", &ar) && ar.name) {
         fname = ar.name;
-    else if (level && module_name(L, &ar, found, sizeof found))
+    } else if (level && method_name(L, &ar, found, sizeof found)) {
         fname = found;
+        ar.namewhat = "method";
+    } else if (level && module_name(L, &ar, found, sizeof found)) {
+        fname = found;
+    }
     if (ar.namewhat && !strcmp(ar.namewhat, "method")) {
         arg--;
         if (arg == 0) {

@@ -96,6 +96,10 @@ H.eq(m:unfreeze("bn.*"), n_bn, "unfreeze matched")
 H.check(m:freeze("plm.*") >= 1, "the PLM is frozen already")
 H.raises(function() m:unfreeze("plm.*") end, "frozen bases and stay frozen")
 H.raises(function() m:freeze("xadaptr.*") end, "matches no parameter", "xadapter.*", "bn.*")
+local mk = xa.model{plm = plm, fusion = "concat"}
+mk:insert("kadapter", {name = "fac", taps = {0, 1}, size = 8, heads = 2, layers = 1})
+H.raises(function() mk:freeze("fusion.*") end, "modules: plm.*, fac.*",
+         "fusion's parameters are made at the first forward")
 
 -- activate: sub-modules, "all", "none"; errors list the valid ones
 H.eq(m:active("xadapter"), "v, t", "all active at first")
@@ -107,6 +111,8 @@ H.raises(function() m:activate("xadapter", {"x"}) end, "no sub-module 'x'", "v, 
 H.raises(function() m:activate("nope", "all") end, "no adapter named 'nope'", "xadapter, bn")
 H.raises(function() m:active("nope") end, "no adapter named 'nope'")
 H.raises(function() m:activate("xadapter", 3) end, "bad argument #2 to 'activate'")
+local ok, msg = pcall(m.activate, m, "xadapter", 3) -- no call-site name: found as a method of m
+H.check(not ok and msg:find("bad argument #2 to 'activate'", 1, true), "method named: %s", msg)
 -- a class without sub-modules is on ("all") or off ("none") as a whole
 H.eq(m:active("bn"), "all", "a bottleneck is on once inserted")
 H.eq(m:activate("bn", "none"), "none", "switched off")
