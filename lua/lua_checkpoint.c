@@ -98,7 +98,8 @@ static xa_status check_entry(xa_ctx *ctx, const xa_st_file *f, const char *name,
     return XA_OK;
 }
 
-static xa_status load_into(xa_ctx *ctx, xa_st_file *f, const char *name, float *dst, int64_t numel) {
+static xa_status load_into(xa_ctx *ctx, xa_st_file *f, const char *name, float *dst,
+                           int64_t numel) {
     xa_tensor *t;
     xa_status st = xa_st_tensor(ctx, f, name, &t);
     if (st)

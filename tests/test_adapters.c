@@ -502,8 +502,9 @@ Test(adapters, a_failed_load_leaves_the_network_as_it_was) {
     g.net = xa_net_new(g.ctx, g.plm, NULL, g.reg);
     cr_assert_eq(xa_net_insert(g.net, "bottleneck", "bn", "{\"dim\": 6}"), XA_OK);
     cr_assert_eq(xa_net_activate(g.net, "bn", NULL, 0), XA_OK); // off, and it must stay off
-    expect_load_changes_nothing(&g, path, "'bn' was saved with options {\"dim\":4}, this "
-                                          "network's has {\"dim\":6}");
+    expect_load_changes_nothing(&g, path,
+                                "'bn' was saved with options {\"dim\":4}, this "
+                                "network's has {\"dim\":6}");
     xa_net_free(g.net);
     // a head of another shape: found only when the values are checked, after 'bn', 'k' and the
     // fusion were made

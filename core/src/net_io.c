@@ -184,11 +184,11 @@ static xa_status check_same_options(xa_net *n, const char *name, const cJSON *fi
     if (same)
         return XA_OK;
     char *theirs = cJSON_PrintUnformatted(file_opts);
-    xa_status st = xa_errorf(xa_net_ctx(n), XA_EINVAL,
-                             "%s: adapter '%s' was saved with options %s, this network's has %s "
-                             "(insert it with the file's options, or let the load insert it)",
-                             path, name, theirs ? theirs : "?",
-                             a && a->opts_json ? a->opts_json : "{}");
+    xa_status st =
+        xa_errorf(xa_net_ctx(n), XA_EINVAL,
+                  "%s: adapter '%s' was saved with options %s, this network's has %s "
+                  "(insert it with the file's options, or let the load insert it)",
+                  path, name, theirs ? theirs : "?", a && a->opts_json ? a->opts_json : "{}");
     free(theirs);
     return st;
 }
