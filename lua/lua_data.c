@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "xl.h"
 
@@ -206,29 +207,44 @@ static text_file *slurp(lua_State *L, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || S_ISDIR(sb.st_mode)) {
+        int e = S_ISDIR(sb.st_mode) ? EISDIR : errno;
+        fclose(f);
+        errno = e;
+        return NULL;
+    }
     text_file *tf = lua_newuserdatauv(L, sizeof *tf, 1);
     tf->data = NULL, tf->len = 0;
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return NULL;
+    // Read to the end: the size a regular file reports is only a first guess (/proc files and
+    // pipes report 0), and the bytes go into a Lua-owned buffer of the final size.
+    size_t cap = S_ISREG(sb.st_mode) && sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536, size = 0;
+    char *tmp = malloc(cap);
+    while (tmp) {
+        size += fread(tmp + size, 1, cap - size, f);
+        if (size < cap || ferror(f))
+            break;
+        char *grown = cap < SIZE_MAX / 2 ? realloc(tmp, cap * 2) : NULL;
+        if (!grown) {
+            free(tmp);
+            tmp = NULL;
+            break;
+        }
+        tmp = grown, cap *= 2;
     }
-    long size = ftell(f);
-    rewind(f);
-    if (size < 0) {
-        fclose(f);
-        return NULL;
-    }
-    char *buf = lua_newuserdatauv(L, (size_t)size + 1, 0);
-    lua_setiuservalue(L, -2, 1);
-    size_t got = fread(buf, 1, (size_t)size, f);
-    int err = ferror(f);
+    int err = !tmp ? ENOMEM : ferror(f) ? EIO : 0;
     fclose(f);
-    if (err || got != (size_t)size) {
-        errno = EIO;
+    if (err) {
+        free(tmp);
+        errno = err;
         return NULL;
     }
+    char *buf = lua_newuserdatauv(L, size + 1, 0);
+    lua_setiuservalue(L, -2, 1);
+    memcpy(buf, tmp, size);
+    free(tmp);
     buf[size] = '\0';
-    tf->data = buf, tf->len = (size_t)size;
+    tf->data = buf, tf->len = size;
     if (tf->len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) // a UTF-8 byte order mark
         tf->data += 3, tf->len -= 3;
     return tf;

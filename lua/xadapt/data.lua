@@ -214,6 +214,11 @@ function D.words(path)
   if not f then return nil, err end
   local words, aliases = {}, {}
   local n = 0
+  local _, rerr = f:read(0) -- a directory opens but cannot be read
+  if rerr then
+    f:close()
+    return nil, ("%s: %s"):format(path, rerr)
+  end
   for line in f:lines() do
     n = n + 1
     line = line:gsub("^%s+", ""):gsub("%s+$", "")

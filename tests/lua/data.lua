@@ -35,6 +35,10 @@ H.eq(#kept.warnings, 3, "skip_bad reports the bad ones")
 H.check(kept.warnings[2]:find(":3: expected a JSON object", 1, true), kept.warnings[2])
 H.check(kept.warnings[3]:find(":4: text after the JSON object", 1, true), kept.warnings[3])
 H.fails(function() return xa.data.jsonl(dir .. "/missing.jsonl") end, "missing.jsonl")
+-- a directory is not a data file: named, not "block too big"
+H.fails(function() return xa.data.jsonl(dir) end, dir .. ": Is a directory")
+H.fails(function() return xa.data.tsv(dir) end, dir .. ": Is a directory")
+H.fails(function() return xa.data.words(dir) end, dir .. ": Is a directory")
 H.fails(function() return xa.data.jsonl(jl, {text = "sentence", label = "tag", labels = {"neg"}}) end,
         jl .. ":1: label 'pos' is not one of the labels given")
 -- skip_bad also skips well-formed lines that cannot be examples (here: a label outside labels)
