@@ -167,6 +167,9 @@ Test(adapters, unknown_classes_and_options_list_the_valid_ones) {
               strstr(xa_errmsg(f.ctx), "reduction_factor"), "%s", xa_errmsg(f.ctx));
     cr_expect_eq(xa_net_insert(f.net, "bottleneck", NULL, "{\"layers\": [7]}"), XA_ERANGE);
     cr_expect(strstr(xa_errmsg(f.ctx), "layer 7 is outside"), "%s", xa_errmsg(f.ctx));
+    // the message names the instance even when its name is a letter found in any message
+    cr_expect_eq(xa_net_insert(f.net, "bottleneck", "e", "{\"reduction_factor\": 0}"), XA_EINVAL);
+    cr_expect(!strncmp(xa_errmsg(f.ctx), "bottleneck 'e': ", 16), "%s", xa_errmsg(f.ctx));
     cr_expect_eq(xa_params_count(xa_net_params(f.net)), 0, "a failed insert leaves nothing");
     cr_expect_eq(xa_net_adapter_count(f.net), 0);
     fixture_close(&f);

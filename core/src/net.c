@@ -246,6 +246,13 @@ static void unwind(xa_net *n, xa_adapter *a) {
     xa_params_remove_prefix(n->params, prefix);
 }
 
+// Whether a plugin's message already says which instance failed: "<class> '<name>'" anywhere or
+// "<name>:" at the start (a bare strstr of a short name like "e" matched nearly every message).
+static bool names_instance(const char *msg, const char *owner, const char *name) {
+    size_t len = strlen(name);
+    return strstr(msg, owner) || (!strncmp(msg, name, len) && msg[len] == ':');
+}
+
 xa_status xa_net_insert(xa_net *n, const char *cls_name, const char *name, const char *opts_json) {
     xa_ctx *ctx = n->ctx;
     const xa_plugin_record *rec = NULL;
@@ -293,7 +300,7 @@ xa_status xa_net_insert(xa_net *n, const char *cls_name, const char *name, const
     if (rc != 0 || xa_errcode(ctx) != XA_OK) {
         if (!xa_errcode(ctx))
             xa_errorf(ctx, XA_EPLUGIN, "%s: create failed without a message", owner);
-        else if (!strstr(xa_errmsg(ctx), name))
+        else if (!names_instance(xa_errmsg(ctx), owner, name))
             xa_error_wrap(ctx, "%s", owner);
         unwind(n, a);
         xa_adapter_destroy(a);
