@@ -101,11 +101,12 @@ static int model_mask_scores(lua_State *L) {
 static int32_t *int_list(lua_State *L, int idx, int64_t n) {
     int32_t *v = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *v, 0);
     for (int64_t i = 0; i < n; i++) {
-        lua_rawgeti(L, idx, i + 1);
+        bool number = lua_rawgeti(L, idx, i + 1) == LUA_TNUMBER; // not "1": strings are no classes
         int ok;
         lua_Integer x = lua_tointegerx(L, -1, &ok);
-        if (!ok)
-            xl_argerror(L, idx, "a list of class indices (entry %lld is not)", (long long)i + 1);
+        if (!number || !ok || x < 0 || x > INT32_MAX)
+            xl_argerror(L, idx, "a list of class indices 0, 1, ... (entry %lld is not)",
+                        (long long)i + 1);
         v[i] = (int32_t)x;
         lua_pop(L, 1);
     }

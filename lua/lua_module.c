@@ -149,7 +149,8 @@ static bool module_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
             if (lua_type(L, mod + 1) == LUA_TSTRING && lua_rawequal(L, mod + 2, fn)) {
                 snprintf(buf, n, "xa.%s", lua_tostring(L, mod + 1));
                 found = true;
-            } else if (lua_type(L, mod + 1) == LUA_TSTRING && lua_istable(L, mod + 2)) {
+            } else if (lua_type(L, mod + 1) == LUA_TSTRING && lua_istable(L, mod + 2) &&
+                       lua_tostring(L, mod + 1)[0] != '_') { // public tables only
                 lua_pushnil(L);
                 while (!found && lua_next(L, mod + 2)) { // key at mod + 3, value at mod + 4
                     if (lua_type(L, mod + 3) == LUA_TSTRING && lua_rawequal(L, mod + 4, fn)) {

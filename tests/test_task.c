@@ -750,6 +750,15 @@ Test(metrics, pearson_and_spearman_match_hand_computed_values) {
     NEAR(xa_metric_spearman(y, c, 4), 0.0);
     double neg[] = {4, 3, 2, 1};
     NEAR(xa_metric_pearson(x, neg, 4), -1.0);
+    // r does not depend on the scale: squares of 1e-200 underflow, of 1e200 overflow
+    double tiny[] = {1e-200, 2e-200, 3e-200, 4e-200}, huge[] = {1e200, 2e200, 3e200, 4e200};
+    NEAR(xa_metric_pearson(tiny, x, 4), 1.0);
+    NEAR(xa_metric_pearson(huge, x, 4), 1.0);
+    // NaN in, NaN out (as scipy), not 0 or an arbitrary rank correlation
+    double nan[] = {1, NAN, 3, 4};
+    cr_expect(isnan(xa_metric_pearson(nan, y, 4)));
+    cr_expect(isnan(xa_metric_spearman(nan, y, 4)));
+    cr_expect(isnan(xa_metric_spearman(y, nan, 4)));
 }
 
 // --- CLIP feature cache

@@ -72,18 +72,27 @@ double xa_metric_matthews(const int32_t *pred, const int32_t *gold, int64_t n) {
     return den > 0 ? (c * s - pt) / sqrt(den) : 0.0;
 }
 
-// Pearson's r with two-pass (mean-centred) sums in double. 0 when n < 2 or either variance is 0
-// (scipy returns NaN there; 0 keeps averages of GLUE scores finite).
+// Pearson's r with two-pass (mean-centred) sums in double, the deviations scaled to at most 1 so
+// that their squares neither underflow (values near 1e-200) nor overflow (near 1e200): r does not
+// change with the scale. 0 when n < 2 or either variance is 0 (scipy returns NaN there; 0 keeps
+// averages of GLUE scores finite); NaN when an input is NaN or infinite, as scipy propagates it.
 double xa_metric_pearson(const double *x, const double *y, int64_t n) {
     if (n < 2)
         return 0.0;
     double mx = 0, my = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i]) || !isfinite(y[i]))
+            return NAN;
+        mx += (x[i] - mx) / (double)(i + 1), my += (y[i] - my) / (double)(i + 1);
+    }
+    double ax = 0, ay = 0;
     for (int64_t i = 0; i < n; i++)
-        mx += x[i], my += y[i];
-    mx /= (double)n, my /= (double)n;
+        ax = fmax(ax, fabs(x[i] - mx)), ay = fmax(ay, fabs(y[i] - my));
+    if (!(ax > 0) || !(ay > 0))
+        return 0.0;
     double sxy = 0, sxx = 0, syy = 0;
     for (int64_t i = 0; i < n; i++) {
-        double dx = x[i] - mx, dy = y[i] - my;
+        double dx = (x[i] - mx) / ax, dy = (y[i] - my) / ay;
         sxy += dx * dy, sxx += dx * dx, syy += dy * dy;
     }
     if (!(sxx > 0) || !(syy > 0))
@@ -125,11 +134,14 @@ static bool average_ranks(double *rank, const double *x, int64_t n) {
     return true;
 }
 
-// Spearman's rho: Pearson's r of the average ranks (0 in the same degenerate cases; NaN only when
-// scratch memory cannot be allocated).
+// Spearman's rho: Pearson's r of the average ranks (0 in the same degenerate cases; NaN for NaN
+// input or when scratch memory cannot be allocated; infinities rank like any value).
 double xa_metric_spearman(const double *x, const double *y, int64_t n) {
     if (n < 2)
         return 0.0;
+    for (int64_t i = 0; i < n; i++)
+        if (isnan(x[i]) || isnan(y[i])) // NaN has no rank (and would break the sort)
+            return NAN;
     double *rx = malloc((size_t)n * sizeof *rx), *ry = malloc((size_t)n * sizeof *ry);
     double r = NAN;
     if (rx && ry && average_ranks(rx, x, n) && average_ranks(ry, y, n))

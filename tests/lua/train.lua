@@ -273,4 +273,10 @@ local function fused_after_eval(seed)
 end
 H.check(fused_after_eval(100) ~= fused_after_eval(200), "the fusion follows the script's seed")
 
+-- metrics take class indices as numbers in 0..2^31-1 (no string "1", no silent truncation of
+-- 2^32 + 1 to 1); Pearson does not depend on the scale
+H.raises(function() xa.metrics.accuracy({4294967297}, {1}) end, "to 'accuracy'", "class indices")
+H.raises(function() xa.metrics.accuracy({"1"}, {1}) end, "entry 1 is not")
+H.near(xa.metrics.pearson({1e-200, 2e-200, 3e-200}, {1, 2, 3}), 1.0, 1e-12, "pearson at 1e-200")
+
 H.done("train")
