@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <stddef.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +118,8 @@ xa_status xa_registry_load(xa_registry *r, const char *path) {
         return xa_errorf(r->ctx, XA_ENOMEM, "out of memory loading plugin %s", path);
     struct stat st;
     if (stat(path, &st) != 0)
-        return refuse(r, p, XA_EPLUGIN, "file not found");
+        return refuse(r, p, XA_EPLUGIN, "%s",
+                      errno == ENOENT ? "file not found" : strerror(errno)); // ELOOP, EACCES, ...
     dlerror();
     p->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!p->handle) {
