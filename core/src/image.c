@@ -750,5 +750,7 @@ xa_status xa_clip_preprocess_file(xa_ctx *ctx, const char *path, int image_size,
         return st;
     st = xa_clip_preprocess(ctx, img, image_size, xa_clip_mean, xa_clip_std, out_chw);
     xa_image_free(img);
+    if (st != XA_OK && !strstr(xa_errmsg(ctx), path))
+        xa_error_wrap(ctx, "%s", path);
     return st;
 }
