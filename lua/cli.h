@@ -21,6 +21,8 @@ int cmd_plugins(int argc, char **argv);
 
 // Print "xadapt <cmd>: <message>" to stderr for the context's current error; returns 1.
 int cli_fail(const char *cmd, xa_ctx *ctx);
+// Parse option OPT's value as a whole number in lo..hi; false after printing why not.
+bool cli_number(const char *cmd, const char *opt, const char *text, long lo, long hi, long *out);
 // A new context, or NULL after printing "xadapt CMD: out of memory".
 xa_ctx *cli_ctx(const char *cmd);
 // Copy a tokenizer directory's files into `dir` (lua/lua_random.c, shared with xa.make_random);

@@ -1,6 +1,7 @@
 // Model subcommands: `info` (what a checkpoint directory holds), `make-random` (a random-weight
 // checkpoint in Hugging Face layout) and `encode` (run the frozen encoders on texts, ids or
 // images and write every output, named as Hugging Face names them, to a safetensors file).
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,9 +131,19 @@ int cmd_make_random(int argc, char **argv) {
         } else if (!strcmp(a, "--tokenizer") && v) {
             tokdir = v, i++;
         } else if (!strcmp(a, "--seed") && v) {
-            o.seed = strtoull(v, NULL, 10), i++;
+            char *end;
+            errno = 0;
+            o.seed = strtoull(v, &end, 10), i++;
+            if (!*v || *end || errno || *v == '-') {
+                fprintf(stderr, "xadapt make-random: --seed takes a whole number >= 0, got '%s'\n",
+                        v);
+                return 2;
+            }
         } else if (!strcmp(a, "--shards") && v) {
-            o.shards = atoi(v), i++;
+            long n;
+            if (!cli_number("make-random", "--shards", v, 1, 99, &n))
+                return 2;
+            o.shards = (int)n, i++;
         } else if (!strcmp(a, "--dtype") && v) {
             o.dtype = !strcmp(v, "f16") ? XA_DTYPE_F16 : !strcmp(v, "bf16") ? XA_DTYPE_BF16
                     : !strcmp(v, "f32")  ? XA_DTYPE_F32 : XA_DTYPE_COUNT;
@@ -208,8 +219,8 @@ static void encode_usage(FILE *f) {
             "vision_hidden_states.<i>,\nvision_pooler_output, image_embeds.\n");
 }
 
-static int parse_ids(const char *s, int32_t *out, int cap) {
-    int n = 0;
+static int64_t parse_ids(const char *s, int32_t *out, int64_t cap) {
+    int64_t n = 0;
     char *end;
     while (*s) {
         while (*s == ' ' || *s == ',' || *s == '\t')
@@ -238,24 +249,40 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
         xa_error_clear(ctx);
     }
     int32_t pad = tok ? xa_tokenizer_info_get(tok)->pad_id : (int32_t)c->pad_id;
-    int64_t B = a->ntext, T = 0, cap = 4096;
+    int64_t B = a->ntext, T = 0;
     int32_t **rows = calloc((size_t)B, sizeof *rows);
     int64_t *lens = calloc((size_t)B, sizeof *lens);
     int rc = -1;
+    bool texts = false;
+    if (!rows || !lens) {
+        xa_errorf(ctx, XA_ENOMEM, "out of memory");
+        B = 0;
+        goto out;
+    }
     for (int64_t i = 0; i < B; i++) {
-        rows[i] = malloc((size_t)cap * sizeof(int32_t));
         if (a->texts[i]) {
+            texts = true;
             xa_encoding enc = {0};
             xa_encode_opts eo = {.max_length = a->max_length};
             if (xa_tokenizer_encode(ctx, tok, a->texts[i], a->pairs[i], &eo, &enc) != XA_OK)
                 goto out;
-            lens[i] = enc.len < cap ? enc.len : cap;
-            memcpy(rows[i], enc.ids, (size_t)lens[i] * sizeof(int32_t));
+            lens[i] = enc.len;
+            rows[i] = malloc((size_t)(enc.len ? enc.len : 1) * sizeof(int32_t));
+            if (rows[i])
+                memcpy(rows[i], enc.ids, (size_t)lens[i] * sizeof(int32_t));
             xa_encoding_deinit(&enc);
+            if (!rows[i]) {
+                xa_errorf(ctx, XA_ENOMEM, "out of memory");
+                goto out;
+            }
         } else {
-            int n = parse_ids(a->ids[i], rows[i], (int)cap);
+            int64_t cap = (int64_t)strlen(a->ids[i]) / 2 + 1; // ids are separated
+            int64_t n = (rows[i] = malloc((size_t)cap * sizeof(int32_t)))
+                            ? parse_ids(a->ids[i], rows[i], cap)
+                            : 0;
             if (n <= 0) {
-                xa_errorf(ctx, XA_EINVAL, "--ids '%s': expected non-negative integers", a->ids[i]);
+                xa_errorf(ctx, XA_EINVAL, "--ids '%.60s%s': expected non-negative integers",
+                          a->ids[i], strlen(a->ids[i]) > 60 ? "..." : "");
                 goto out;
             }
             lens[i] = n;
@@ -282,11 +309,13 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
         xa_st_writer_add(w, "input_ids", XA_DTYPE_I64, 2, shape, *ids64);
         xa_st_writer_add(w, "attention_mask", XA_DTYPE_I64, 2, shape, *mask64);
         rc = 0;
-    } else if (xa_errcode(ctx) == XA_ERANGE && !a->max_length) {
+    } else if (xa_errcode(ctx) == XA_ERANGE && texts && !a->max_length &&
+               strstr(xa_errmsg(ctx), "longer than the model's")) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", xa_errmsg(ctx));
         int64_t usable = c->text.max_positions - (c->arch == XA_ARCH_ROBERTA ? c->pad_id + 1 : 0);
-        xa_errorf(ctx, XA_ERANGE, "%s (--max-length %lld truncates)", msg, (long long)usable);
+        xa_errorf(ctx, XA_ERANGE, "%s (--max-length %lld truncates --text)", msg,
+                  (long long)usable);
     }
     free(ids);
     free(mask);
@@ -341,7 +370,10 @@ int cmd_encode(int argc, char **argv) {
         } else if (!strcmp(o, "--image") && v) {
             a.images[a.nimage++] = v, i++;
         } else if (!strcmp(o, "--max-length") && v) {
-            a.max_length = atoi(v), i++;
+            long n;
+            if (!cli_number("encode", "--max-length", v, 1, 1 << 30, &n))
+                goto out_args;
+            a.max_length = (int)n, i++;
         } else if (!strcmp(o, "--logits")) {
             a.logits = true;
         } else {

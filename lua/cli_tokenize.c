@@ -74,13 +74,9 @@ int cmd_tokenize(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--no-special")) {
             opts.no_special_tokens = true;
         } else if (!strcmp(argv[i], "--max-length") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v <= 0 || v > 1 << 30) {
-                fprintf(stderr, "xadapt tokenize: --max-length takes a positive number, got '%s'\n",
-                        argv[i]);
+            long v;
+            if (!cli_number("tokenize", "--max-length", argv[++i], 1, 1 << 30, &v))
                 return 2;
-            }
             opts.max_length = (int32_t)v;
         } else if (!strcmp(argv[i], "--")) {
             first = i + 1;

@@ -2,6 +2,7 @@
 // subcommands in cli_*.c. Scripts run through `xadapt run` (the Lua runner).
 #include "cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,20 @@ int cli_fail(const char *cmd, xa_ctx *ctx) {
     return 1;
 }
 
+bool cli_number(const char *cmd, const char *opt, const char *text, long lo, long hi, long *out) {
+    char *end = NULL;
+    errno = 0;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (!text || !*text || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "xadapt%s%s: %s takes a whole number in %ld..%ld, got %s%s%s\n",
+                *cmd ? " " : "", cmd, opt, lo, hi, text ? "'" : "nothing", text ? text : "",
+                text ? "'" : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 xa_ctx *cli_ctx(const char *cmd) {
     xa_ctx *ctx = xa_ctx_new();
     if (!ctx)
@@ -82,14 +97,9 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--threads")) {
-            char *end = NULL;
-            long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
-            if (i + 1 >= argc || *end || n < 1 || n > 1 << 20) {
-                fprintf(stderr, "xadapt: --threads takes a positive number, got %s%s%s\n",
-                        i + 1 < argc ? "'" : "nothing", i + 1 < argc ? argv[i + 1] : "",
-                        i + 1 < argc ? "'" : "");
+            long n;
+            if (!cli_number("", "--threads", i + 1 < argc ? argv[i + 1] : NULL, 1, 1 << 20, &n))
                 return 2;
-            }
             i++;
             xa_set_threads((int)n);
             if (xa_threads() < n)

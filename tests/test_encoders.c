@@ -140,6 +140,7 @@ static void expect_load_error(const char *dir, const char *needle) {
 
 Test(encoders, missing_directory_and_config) {
     expect_load_error("/nonexistent/model", "config.json");
+    expect_load_error("", "no model directory given");
     expect_load_error(make_tmpdir(), "config.json: cannot open");
 }
 

@@ -510,6 +510,8 @@ static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
 
 xa_status xa_model_load(xa_ctx *ctx, const char *dir, xa_model **out) {
     *out = NULL;
+    if (!dir || !*dir) // "" would read /config.json
+        return xa_errorf(ctx, XA_EINVAL, "no model directory given (an empty path)");
     xa_model *m = xa_calloc(ctx, 1, sizeof *m);
     if (!m)
         return XA_ENOMEM;

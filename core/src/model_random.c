@@ -219,6 +219,8 @@ xa_status xa_model_write_random(xa_ctx *ctx, const char *config_json, const char
         return xa_errorf(ctx, XA_EINVAL, "make-random: dtype must be F32, F16 or BF16");
     if (o.shards < 1)
         o.shards = 1;
+    if (o.shards > 99) // transformers' shards hold whole tensors, a few GB each
+        return xa_errorf(ctx, XA_EINVAL, "make-random: %d shards; at most 99", o.shards);
     cJSON *j = cJSON_Parse(config_json);
     if (!j || !cJSON_IsObject(j)) {
         cJSON_Delete(j);
