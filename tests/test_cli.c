@@ -12,8 +12,9 @@
 static const char *checkpoint(void) {
     static char dir[4200];
     snprintf(dir, sizeof dir, "%s/bert", make_tmpdir());
-    const char *args[] = {"make-random", "--arch", "bert-tiny", "--out", dir, "--seed", "3",
-                          "--tokenizer", shared_path("tokenizers/bert-base-uncased"), NULL};
+    const char *vocab = shared_path("tokenizers/bert-base-uncased");
+    const char *args[] = {"make-random", "--arch", "bert-tiny",   "--out", dir,
+                          "--seed",      "3",      "--tokenizer", vocab,   NULL};
     run_result r = run_xadapt(args);
     cr_assert_eq(r.status, 0, "%s", r.err);
     cr_expect(strstr(r.out, "tokenizer from"), "%s", r.out);
@@ -55,12 +56,12 @@ Test(cli, bad_arguments_exit_2_and_say_which) {
                2, "--max-length takes a whole number");
     expect_run((const char *[]){"tokenize", "--model", dir, "--max-length", "-5", "hi", NULL}, 2,
                "--max-length takes a whole number");
-    expect_run((const char *[]){"make-random", "--arch", "bert-tiny", "--out", out, "--seed",
-                                "abc", NULL},
-               2, "--seed takes a whole number");
-    expect_run((const char *[]){"make-random", "--arch", "bert-tiny", "--out", out, "--shards",
-                                "0", NULL},
-               2, "--shards takes a whole number in 1..99");
+    expect_run(
+        (const char *[]){"make-random", "--arch", "bert-tiny", "--out", out, "--seed", "abc", NULL},
+        2, "--seed takes a whole number");
+    expect_run(
+        (const char *[]){"make-random", "--arch", "bert-tiny", "--out", out, "--shards", "0", NULL},
+        2, "--shards takes a whole number in 1..99");
     expect_run((const char *[]){"--threads", NULL}, 2, "--threads takes a whole number");
 }
 
@@ -69,9 +70,9 @@ Test(cli, bad_inputs_exit_1_with_the_problem) {
     char out[4300], *text = malloc(6 * 700 + 1);
     snprintf(out, sizeof out, "%s/out.safetensors", make_tmpdir());
     expect_run((const char *[]){"info", "", NULL}, 1, "no model directory given");
-    expect_run((const char *[]){"encode", "--model", dir, "--ids", "101 99999 102", "--out", out,
-                                NULL},
-               1, "id 99999 at position 1 is outside the table");
+    expect_run(
+        (const char *[]){"encode", "--model", dir, "--ids", "101 99999 102", "--out", out, NULL}, 1,
+        "id 99999 at position 1 is outside the table");
     // too long for the model: the hint names --max-length only where it helps (--text)
     text[0] = '\0';
     for (int i = 0; i < 700; i++)
