@@ -171,6 +171,9 @@ local function setup(fname, o, data)
     U.raise("%s: distillation needs the teacher's text features (features.texts)", fname)
   end
   if obj == "distill" and head == nil then head = distill_head(fname, m) end
+  -- a function objective distils with the head 'distill' (step:loss): it must exist before the
+  -- optimizer binds and a checkpoint is read, so xa.train{distill = {...}} makes it here
+  if type(obj) == "function" and o.distill ~= nil then distill_head(fname, m) end
   if type(head) == "string" then
     local h = m:heads()[head]
     if not h then
@@ -203,6 +206,11 @@ local function setup(fname, o, data)
   run.head = head
   run.labels = (kind == "classify" or kind == "choice") and "int" or kind == "regress" and "float"
                or "none"
+  if type(obj) == "function" and head == nil then -- step:loss picks its heads: labels as the data has them
+    local label = data.examples[1].label
+    run.labels = math.type(label) == "integer" and "int" or math.type(label) == "float" and "float"
+                 or "none"
+  end
   run.choices = kind == "choice" and head.choices or nil
   -- masking and distillation options
   local mlm = o.mlm
@@ -237,9 +245,20 @@ function Step:loss(kind, opts)
   if kind == "distill" then
     o.loss = o.loss or run.distill.loss
     o.temperature = o.temperature or run.distill.temperature
-    if o.head == nil or (U.typeof(o.head) == "xadapt.Head" and o.head.kind ~= "project") then
-      o.head = distill_head("step:loss", run.model)
+    local h = opts.head
+    if type(h) == "string" then h = run.model:heads()[h] end
+    if opts.head ~= nil and (U.typeof(h) ~= "xadapt.Head" or h.kind ~= "project") then
+      U.raise("step:loss('distill'): head %s is not a project head", tostring(opts.head))
     end
+    if h == nil then -- the run's head when it is a project head, else the head 'distill'
+      h = run.head and run.head.kind == "project" and run.head or run.model:heads().distill
+    end
+    if h == nil then
+      U.raise("step:loss('distill'): no project head 'distill'; give xa.train distill = {...} "
+              .. "(it makes one before training) or make it: m:head('distill', {kind = 'project', "
+              .. "dim = <the VLM's projection size>})")
+    end
+    o.head = h
   end
   return run.model:_loss(kind, o)
 end

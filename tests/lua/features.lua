@@ -95,14 +95,34 @@ if H.shared then -- retrieval embeds texts with CLIP's text tower: needs its tok
     xa.train{model = md, data = H.letters(8), objective = "distill", features = {texts = false},
              progress = false}
   end, "needs the teacher's text features")
-  -- a function objective can mix MLM and distillation (the student's head is made on first use)
+  -- a function objective can mix MLM and distillation; distill = {...} makes the student's head
+  -- before training (so the optimizer and checkpoints have it), without it step:loss says so
   local mx = xa.model{plm = plm, vlm = vlm}
   mx:insert("bottleneck", {dim = 8})
+  local function mlm_and_distill(s) return s:loss("mlm") + s:loss("distill") end
+  H.raises(function()
+    xa.train{model = mx, data = H.letters(16), mlm = 0.15, max_steps = 1, batch = 8,
+             progress = false, objective = mlm_and_distill}
+  end, "no project head 'distill'", "distill = {...}")
   local mix = xa.train{model = mx, data = H.letters(16), mlm = 0.15, max_steps = 2, batch = 8,
-                       progress = false,
-                       objective = function(s) return s:loss("mlm") + s:loss("distill") end}
+                       progress = false, objective = mlm_and_distill, distill = {loss = "cosine"}}
   H.eq(mix.steps, 2, "mixed objective")
   H.eq(mx:heads().distill.kind, "project", "the student's head")
+  H.raises(function()
+    xa.train{model = mx, data = H.letters(16), max_steps = 1, batch = 8, progress = false,
+             objective = function(s) return s:loss("distill", {head = "nope"}) end}
+  end, "head nope is not a project head")
+  -- a project head's dropout applies while training: the first loss (before any update) then
+  -- depends on the run's seed, and without dropout it does not
+  local function first_loss(dropout, seed)
+    xa.seed(5)
+    local ms = xa.model{plm = plm, vlm = vlm}
+    ms:head("distill", {kind = "project", dim = 16, dropout = dropout})
+    return xa.train{model = ms, data = H.letters(8), objective = "distill", max_steps = 1,
+                    batch = 8, shuffle = false, seed = seed, progress = false}.losses[1]
+  end
+  H.check(first_loss(0.5, 1) ~= first_loss(0.5, 2), "the project head's dropout is drawn")
+  H.eq(first_loss(0, 1), first_loss(0, 2), "and without it the seed changes nothing")
   H.eq(md:heads().distill, nil, "a refused run leaves no head behind")
 else
   print("features: shared/ absent: skipping text features, retrieval and distillation")

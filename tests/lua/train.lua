@@ -273,6 +273,13 @@ local function fused_after_eval(seed)
 end
 H.check(fused_after_eval(100) ~= fused_after_eval(200), "the fusion follows the script's seed")
 
+-- a function objective without xa.train's head picks heads itself: the batch still carries the
+-- data's integer labels for step:loss("classify", {head = ...})
+local mf = model()
+local rf = xa.train{model = mf, data = data, max_steps = 2, batch = 8, progress = false,
+                    objective = function(s) return s:loss("classify", {head = "cls"}) end}
+H.eq(rf.steps, 2, "classify through step:loss's head")
+
 -- metrics take class indices as numbers in 0..2^31-1 (no string "1", no silent truncation of
 -- 2^32 + 1 to 1); Pearson does not depend on the scale
 H.raises(function() xa.metrics.accuracy({4294967297}, {1}) end, "to 'accuracy'", "class indices")
