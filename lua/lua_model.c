@@ -662,6 +662,9 @@ static int model_head(lua_State *L) {
         return xl_raise(L, "out of memory");
     h->opts = o;
     if (kind == 4) {
+        if (!(o.dropout >= 0.0f && o.dropout < 1.0f))
+            return xl_raise(L, "m:head('%s'): dropout %g is outside [0, 1)", name,
+                            (double)o.dropout);
         h->proj_pool = o.pool;
         h->opts.kind = XA_HEAD_REGRESS; // unused for projections; kept valid
         if (!make_projection(L, m, h, dim))
