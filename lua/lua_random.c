@@ -175,6 +175,7 @@ bool xl_copy_tokenizer(const char *from, const char *dir, char *err, size_t n) {
                                         NULL};
     char src[4096], dst[4096];
     int copied = 0;
+    bool vocab_json = false; // the directory has its own vocab.json
     for (int i = 0; files[i]; i++) {
         snprintf(src, sizeof src, "%s/%s", from, files[i]);
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
@@ -183,10 +184,11 @@ bool xl_copy_tokenizer(const char *from, const char *dir, char *err, size_t n) {
         if (!copy_file(src, dst, err, n))
             return false;
         copied++;
+        vocab_json |= !strcmp(files[i], "vocab.json");
     }
+    // OpenAI's file gives vocab.json + merges.txt, written afresh (also over an earlier run's)
     snprintf(src, sizeof src, "%s/bpe_simple_vocab_16e6.txt.gz", from);
-    snprintf(dst, sizeof dst, "%s/vocab.json", dir);
-    if (exists(src) && !exists(dst)) {
+    if (exists(src) && !vocab_json) {
         if (!clip_vocab(src, dir, err, n))
             return false;
         copied++;

@@ -47,6 +47,19 @@ Test(cli, make_random_info_tokenize_encode_inspect_on_one_folder) {
     expect_run((const char *[]){"inspect", out, NULL}, 0, "model_fingerprint");
 }
 
+// CLIP's tokenizer comes from OpenAI's bpe_simple_vocab_16e6.txt.gz; writing the same folder
+// again converts it again (the second run found its own vocab.json and copied nothing).
+Test(cli, make_random_writes_over_its_own_clip_folder) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/clip", make_tmpdir());
+    const char *args[] = {"make-random", "--arch", "clip-tiny", "--out", dir, "--tokenizer",
+                          shared_path("tokenizers/clip"), NULL};
+    expect_run(args, 0, "tokenizer from");
+    expect_run(args, 0, "tokenizer from");
+    expect_run((const char *[]){"tokenize", "--model", dir, "a photo of a cat", NULL}, 0,
+               "49406 320 1125 539 320 2368 49407\n");
+}
+
 Test(cli, bad_arguments_exit_2_and_say_which) {
     const char *dir = checkpoint();
     char out[4300];
