@@ -432,10 +432,12 @@ def main(argv=None):
     need = sorted({w[2] for w in wl if w[2]} | ({"clip"} if any(
         w[1] == "step-xadapter" for w in wl) or epochs else set()) |
         ({"bert-base"} if epochs else set()))
+    if a.check and not [n for n in need if n != "clip"]:
+        need = sorted(set(need) | {"bert-mini"})  # the check compares a BERT as well as CLIP
     checkpoints(need)
     if a.check:
-        sh([PYTHON, PEER, "--check", "--model", model_dir("bert-mini") if "bert-mini" in need
-            else model_dir(need[0]), "--xadapt", XADAPT] +
+        text = "bert-mini" if "bert-mini" in need else [n for n in need if n != "clip"][0]
+        sh([PYTHON, PEER, "--check", "--model", model_dir(text), "--xadapt", XADAPT] +
            (["--vlm", model_dir("clip")] if "clip" in need else []))
 
     meta = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(),
