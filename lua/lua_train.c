@@ -327,8 +327,8 @@ static xa_tensor *pool(xa_ctx *ctx, const xl_step *s, xa_pool p) {
 
 xa_tensor *xl_head_logits(lua_State *L, xl_step *s, xl_head *h) {
     if (h->proj_w)
-        return xa_linear(xl_ctx(L), xa_dropout(xl_ctx(L), pool(xl_ctx(L), s, h->proj_pool),
-                                               h->opts.dropout),
+        return xa_linear(xl_ctx(L),
+                         xa_dropout(xl_ctx(L), pool(xl_ctx(L), s, h->proj_pool), h->opts.dropout),
                          h->proj_w, h->proj_b); // dropout is a no-op outside training
     return xa_head_forward(xl_ctx(L), h->h, &s->out, s->mask, s->B, s->T);
 }

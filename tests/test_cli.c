@@ -52,8 +52,9 @@ Test(cli, make_random_info_tokenize_encode_inspect_on_one_folder) {
 Test(cli, make_random_writes_over_its_own_clip_folder) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/clip", make_tmpdir());
-    const char *args[] = {"make-random", "--arch", "clip-tiny", "--out", dir, "--tokenizer",
-                          shared_path("tokenizers/clip"), NULL};
+    const char *vocab = shared_path("tokenizers/clip");
+    const char *args[] = {"make-random", "--arch", "clip-tiny", "--out", dir, "--tokenizer", vocab,
+                          NULL};
     expect_run(args, 0, "tokenizer from");
     expect_run(args, 0, "tokenizer from");
     expect_run((const char *[]){"tokenize", "--model", dir, "a photo of a cat", NULL}, 0,
