@@ -53,8 +53,8 @@ Test(cli, make_random_writes_over_its_own_clip_folder) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/clip", make_tmpdir());
     const char *vocab = shared_path("tokenizers/clip");
-    const char *args[] = {"make-random", "--arch", "clip-tiny", "--out", dir, "--tokenizer", vocab,
-                          NULL};
+    const char *args[] = {"make-random", "--arch",      "clip-tiny", "--out",
+                          dir,           "--tokenizer", vocab,       NULL};
     expect_run(args, 0, "tokenizer from");
     expect_run(args, 0, "tokenizer from");
     expect_run((const char *[]){"tokenize", "--model", dir, "a photo of a cat", NULL}, 0,
