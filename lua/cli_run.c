@@ -79,6 +79,18 @@ static void push_arg_value(lua_State *L, const char *v) {
         lua_pushstring(L, v);
 }
 
+// os.exit([code [, close]]) for scripts under `xadapt run`: the state is always closed, so
+// every model's finalizer checks its weights, and a change turns a success into status 1.
+static int run_exit(lua_State *L) {
+    int status = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE)
+                                     : (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+    fflush(stdout);
+    lua_close(L);
+    if (xl_frozen_violations && status == EXIT_SUCCESS)
+        status = 1;
+    exit(status);
+}
+
 int cmd_run(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         run_usage(argc < 2 ? stderr : stdout);
@@ -99,6 +111,12 @@ int cmd_run(int argc, char **argv) {
         return 1;
     }
     luaL_openlibs(L);
+    // os.exit must not skip the end-of-run check that the weights stayed frozen (Lua's exits
+    // without closing the state unless asked, and never looks at the check's result)
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, run_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
     // `require "xadapt"` gets the built-in module (not some xadapt.so on package.cpath).
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_xadapt);

@@ -108,6 +108,7 @@ Test(lua, broken_scripts_point_at_their_own_line) {
     expect_broken("callback_error.lua", 9, "stop at step 2", 1);
     expect_broken("arg_error.lua", 5, "bad argument #2 to 'write_png'", 1);
     expect_broken("exit_code.lua", 0, "", 3);
+    expect_broken("frozen_exit.lua", 0, "", 1); // os.exit(0) after the weights changed
 }
 
 Test(lua, run_usage_and_help) {
