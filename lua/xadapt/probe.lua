@@ -9,11 +9,13 @@ local T = require "xadapt.trainer"
 local probe_keys = {"model", "data", "template", "words", "aliases", "label", "batch",
                     "features", "cache_dir", "max_length", "print"}
 
--- "[DESCRIPTOR]" -> ex.descriptor, "[ITEM]" -> ex.item, "[MASK]" -> the mask token.
-local function fill(template, ex, mask)
+-- "[DESCRIPTOR]" -> ex.descriptor, "[ITEM]" -> ex.item, "[MASK]" -> the mask token; a name the
+-- tokenizer has as a special token ("[SEP]" in MemoryColors' own template) stays as written.
+local function fill(template, ex, mask, specials)
   local missing
   local text = template:gsub("%[([%w_]+)%]", function(name)
     if name == "MASK" then return mask end
+    if specials["[" .. name .. "]"] then return "[" .. name .. "]" end
     local v = ex[name:lower()]
     if v == nil then
       missing = missing or name
@@ -35,7 +37,7 @@ function xa.probe(o)
   if not o.template:find("[MASK]", 1, true) then
     U.raise("%s: the template has no [MASK]", fname)
   end
-  local words, aliases = o.words, o.aliases or {}
+  local words, aliases = o.words, U.copy(o.aliases or {}) -- the caller's table stays as given
   if type(words) == "string" then
     local w, a = xa.data.words(words)
     if not w then U.raise("%s: words: %s", fname, a) end
@@ -50,19 +52,40 @@ function xa.probe(o)
   local info = tok:info()
   if not info.mask_token then U.raise("%s: the tokenizer has no mask token", fname) end
   -- candidate ids: the first piece of " word" (a leading space makes RoBERTa's BPE see a word)
-  local ids, index, multi = {}, {}, {}
+  -- Each candidate must be scored by a piece of its own: not the unknown token, not another
+  -- candidate's first piece (both would tie, and the earlier word would always win).
+  local ids, index, multi, by_id = {}, {}, {}, {}
   for i, w in ipairs(words) do
+    if index[w] then U.raise("%s: the word '%s' is a candidate twice", fname, w) end
     local pieces = tok:encode(" " .. w, {no_special_tokens = true})
     if not pieces or #pieces == 0 then U.raise("%s: the word '%s' has no tokens", fname, w) end
-    ids[i] = pieces[1]
-    index[w] = i
+    if info.unk_id and pieces[1] == info.unk_id then
+      U.raise("%s: the word '%s' is not in the vocabulary (its first piece is the unknown token)",
+              fname, w)
+    end
+    if by_id[pieces[1]] then
+      U.raise("%s: the words '%s' and '%s' begin with the same piece (id %d), which alone is "
+              .. "scored", fname, by_id[pieces[1]], w, pieces[1])
+    end
+    ids[i], index[w], by_id[pieces[1]] = pieces[1], i, w
     if #pieces > 1 then multi[#multi + 1] = w end
   end
+  -- "[SEP]" and the like: a bracketed name the tokenizer reads as one of its special tokens
+  local special_ids = {}
+  for _, k in ipairs({"bos_id", "eos_id", "pad_id", "unk_id", "mask_id"}) do
+    if info[k] then special_ids[info[k]] = true end
+  end
+  local specials = setmetatable({}, {__index = function(t, name)
+    local p = tok:encode(name, {no_special_tokens = true})
+    local yes = p ~= nil and #p == 1 and special_ids[p[1]] == true
+    t[name] = yes
+    return yes
+  end})
   -- one synthetic example per data example
   local label_field = o.label or "label"
   local examples, skipped = {}, 0
   for _, ex in ipairs(o.data.examples) do
-    local text, missing = fill(o.template, ex, info.mask_token)
+    local text, missing = fill(o.template, ex, info.mask_token, specials)
     if missing then
       U.raise("%s: %s: the template's [%s] has no field '%s' in the example", fname,
               ex._where or "example", missing, missing:lower())
@@ -81,6 +104,18 @@ function xa.probe(o)
   local run = T.setup(fname, {model = m, objective = "mlm", features = o.features,
                               cache_dir = o.cache_dir, max_length = o.max_length}, data)
   run.mlm = nil -- the template's own mask, no random masking
+  for i, ex in ipairs(examples) do -- truncation must not cut the mask off
+    local full = tok:encode(ex.text)
+    local kept = tok:encode(ex.text, {max_length = run.max_length})
+    local has = false
+    for _, id in ipairs(kept or {}) do has = has or id == info.mask_id end
+    if not has then
+      U.raise("%s: %s: the filled template has %d tokens and max_length %d cuts its [MASK] off; "
+              .. "raise max_length or shorten the template", fname,
+              ex.source._where or ("example #%d"):format(i),
+              full and #full or -1, run.max_length)
+    end
+  end
   local bs = U.check_type(fname, "batch", o.batch or 32, "integer")
   local correct, preds = 0, {}
   for _, idx in ipairs(data:plan({batch = bs})) do

@@ -45,6 +45,17 @@ H.raises(function() xa.probe{model = m, data = data, template = template, wrods 
          "unknown option 'wrods'", "words")
 H.raises(function() xa.probe{model = m, data = data, template = template, words = "/no/such/file"} end,
          "words:")
+H.raises(function() xa.probe{model = m, data = data, template = template, words = {"red", "red"}} end,
+         "'red' is a candidate twice")
+H.raises(function()
+  xa.probe{model = m, data = data, template = template, max_length = 6, words = {"red", "blue"}}
+end, "max_length 6 cuts its [MASK] off")
+-- the caller's aliases are not written into
+local mine = {crimson = "red"}
+xa.probe{model = m, data = data, template = template, words = {"red", "blue"}, aliases = mine}
+local count = 0
+for _ in pairs(mine) do count = count + 1 end
+H.eq(count, 1, "aliases as given")
 
 -- MemoryColors and ViComTe's colour words with the real bert-base-uncased vocabulary
 if H.shared then
@@ -58,6 +69,16 @@ if H.shared then
   H.eq(rc.n + rc.skipped, #colors, "every MemoryColors item")
   H.check(rc.n >= 100, "most items have a ViComTe colour (%d)", rc.n)
   H.eq(#rc.words, 12, "12 colour words")
+  -- words outside the vocabulary, and words sharing their scored first piece, are refused;
+  -- MemoryColors' own template writes [SEP], which stays the separator
+  H.raises(function() xa.probe{model = mc, data = colors, template = template, words = {"red", "☃"}} end,
+           "'☃' is not in the vocabulary")
+  H.raises(function()
+    xa.probe{model = mc, data = colors, template = template, words = {"light green", "light blue"}}
+  end, "begin with the same piece")
+  local sep = xa.probe{model = mc, data = colors, words = {"red", "blue", "green"},
+                       template = "Q: What is the color of [ITEM]? [SEP] A: It is [MASK]."}
+  H.check(sep.predictions[1].text:find("? [SEP] A:", 1, true), "[SEP] kept: %s", sep.predictions[1].text)
   H.check(rc.accuracy >= 0 and rc.accuracy <= 1, "accuracy")
   H.eq(rc.predictions[1].item, "sunflower", "first item")
 else
