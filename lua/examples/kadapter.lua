@@ -1,7 +1,7 @@
 -- kadapter.lua: K-Adapter (Wang et al. 2021). A factual adapter, a side network reading hidden
 -- states of chosen PLM layers (it never writes back), learns object colours from ViComTe facts
 -- with masked language modelling; its output is fused with the last hidden state (concat, as
--- K-Adapter). Then: zero-shot MemoryColors probing with the adapter on and off, and SST-2
+-- K-Adapter). Then: zero-shot MemoryColors probing with and without the adapter, and SST-2
 -- fine-tuning of a head with the adapter frozen.
 --
 --   xadapt run lua/examples/kadapter.lua [plm=DIR] [shared=DIR] [out=DIR] [facts=512]
@@ -28,16 +28,16 @@ xa.train{model = m, data = facts, objective = "mlm", mlm = 0.15,
          log = C.out .. "/facts.jsonl", name = "facts"}
 if arg.save then assert(m:save_adapters(arg.save)) end
 
--- Stage 2: probing with the factual adapter on and off.
+-- Stage 2: probing with the factual adapter and with the frozen PLM alone. (Switching 'fac' off
+-- would not give the PLM back: under concat fusion its zeros still pass the trained projection.)
 local colors = assert(xa.data.jsonl(C.data("memory_colors/memory_colors.jsonl")))
 local words = C.data("vicomte/color-words.txt")
 local template = "Q: What is the colour of [DESCRIPTOR] [ITEM]? A: It is [MASK]."
 local on = xa.probe{model = m, data = colors, template = template, words = words}
-m:activate("fac", "none")
-local off = xa.probe{model = m, data = colors, template = template, words = words}
-m:activate("fac", "all")
-C.table("MemoryColors zero-shot accuracy", {"adapter", "accuracy"},
-        {{"fac on", ("%.3f"):format(on.accuracy)}, {"fac off", ("%.3f"):format(off.accuracy)}})
+local base = xa.probe{model = xa.model{plm = plm}, data = colors, template = template,
+                      words = words}
+C.table("MemoryColors zero-shot accuracy", {"model", "accuracy"},
+        {{"PLM + fac", ("%.3f"):format(on.accuracy)}, {"PLM alone", ("%.3f"):format(base.accuracy)}})
 
 -- Stage 3: SST-2 with the factual adapter frozen; the fusion layer and the head train.
 local sst = C.data("glue_sst2")
