@@ -178,19 +178,31 @@ Test(encoders, wrong_shapes_and_missing_tensors_are_listed_together) {
     sprintf(num, "99%s", rest);
     write_file(p, cfg, strlen(cfg));
     free(cfg);
-    expect_load_error(d, "missing tensor 'encoder.layer.2.attention.self.query.weight'");
+    expect_load_error(d, "config.json says 3 layers (num_hidden_layers), the file has blocks 0..1");
     cr_expect(strstr(xa_errmsg(ctx), "tensor 'encoder.layer.0.intermediate.dense.weight': expected "
                                      "shape (99,") != NULL, "%s", xa_errmsg(ctx));
 }
 
 // A config with fewer layers than the file would drop blocks silently: the extra ones are named.
-Test(encoders, blocks_beyond_the_configured_layers_are_refused) {
+// One with far more (found by fuzz_config: 230522 layers) is one problem, not 3.7 million
+// lookups of missing tensors.
+Test(encoders, block_counts_other_than_the_files_are_refused) {
     const char *d = copy_fixture("bert_tiny");
     char p[4200];
     char *cfg = config_with_layers(d, p, sizeof p, '1');
     write_file(p, cfg, strlen(cfg));
     free(cfg);
     expect_load_error(d, "the file has blocks up to 1, config.json says 1 layers");
+    d = copy_fixture("bert_tiny");
+    cfg = config_with_layers(d, p, sizeof p, '2'); // as it was, then 2 -> 230522
+    char *at = strstr(cfg, "\"num_hidden_layers\": 2");
+    char rest[4096];
+    snprintf(rest, sizeof rest, "%s", at + strlen("\"num_hidden_layers\": 2"));
+    sprintf(at, "\"num_hidden_layers\": 230522%s", rest);
+    write_file(p, cfg, strlen(cfg));
+    free(cfg);
+    expect_load_error(d, "config.json says 230522 layers (num_hidden_layers), the file has blocks "
+                         "0..1");
 }
 
 Test(encoders, bad_configs_are_refused_with_the_key) {

@@ -416,46 +416,75 @@ static bool shape_matches(const xa_st_entry *e, const xa_tspec *s) {
     return true;
 }
 
-// Tensors of blocks the config does not have (a 12-layer checkpoint read with num_hidden_layers
-// 6) would be dropped without a word and the model silently cut short: report the first of
-// them and how many layers the file has.
-static void check_extra_layers(xa_model *m, problems *p) {
-    static const struct {
-        const char *pattern; // after an optional "bert." / "roberta." prefix
-        bool vision;
-    } towers[] = {{"encoder.layer.", false},
-                  {"text_model.encoder.layers.", false},
-                  {"vision_model.encoder.layers.", true}};
-    for (size_t t = 0; t < sizeof towers / sizeof *towers; t++) {
-        int64_t have = towers[t].vision ? m->cfg.vision.layers : m->cfg.text.layers;
-        long most = -1;
-        const char *first = NULL;
-        for (size_t f = 0; f < m->nfiles; f++)
-            for (size_t i = 0; i < xa_st_count(m->files[f]); i++) {
-                const char *name = xa_st_at(m->files[f], i)->name;
-                const char *at = strstr(name, towers[t].pattern);
-                if (!at || (at != name && at[-1] != '.'))
-                    continue;
-                char *end;
-                long layer = strtol(at + strlen(towers[t].pattern), &end, 10);
-                if (*end == '.' && layer >= have && layer > most)
-                    most = layer, first = name;
-            }
-        if (first)
+// The blocks of each tower must be the config's: blocks the config does not have (a 12-layer
+// checkpoint read with num_hidden_layers 6) would be dropped without a word, and blocks it claims
+// but the file lacks (num_hidden_layers 230522) would each be looked up and listed tensor by
+// tensor. Both are one problem per tower, found by one scan of the tensor names.
+typedef struct {
+    const char *pattern; // after an optional "bert." / "roberta." prefix
+    int64_t *layers;     // the config's count
+    long most;           // highest block index in the file, -1 for none
+    const char *last;    // a tensor of that block
+} tower_blocks;
+
+static void scan_blocks(const xa_model *m, tower_blocks *t) {
+    t->most = -1, t->last = NULL;
+    for (size_t f = 0; f < m->nfiles; f++)
+        for (size_t i = 0; i < xa_st_count(m->files[f]); i++) {
+            const char *name = xa_st_at(m->files[f], i)->name;
+            const char *at = strstr(name, t->pattern);
+            if (!at || (at != name && at[-1] != '.'))
+                continue;
+            char *end;
+            long layer = strtol(at + strlen(t->pattern), &end, 10);
+            if (*end == '.' && layer > t->most)
+                t->most = layer, t->last = name;
+        }
+}
+
+// Checks the block counts and, where the config claims more blocks than the file has, binds only
+// those the file has (the load fails anyway). `claimed` keeps the config's counts for messages.
+static void check_layers(xa_model *m, problems *p, tower_blocks *towers, int n, int64_t *claimed) {
+    for (int t = 0; t < n; t++) {
+        scan_blocks(m, &towers[t]);
+        int64_t want = *towers[t].layers;
+        claimed[t] = want;
+        if (towers[t].most >= want)
             add_problem(p,
                         "tensor '%s': the file has blocks up to %ld, config.json says %lld "
                         "layers (num_hidden_layers)",
-                        first, most, (long long)have);
+                        towers[t].last, towers[t].most, (long long)want);
+        else if (towers[t].most < 0 && want > 0) {
+            add_problem(p,
+                        "config.json says %lld layers (num_hidden_layers), the file has no "
+                        "'%s<i>.*' tensors",
+                        (long long)want, towers[t].pattern);
+            *towers[t].layers = 0;
+        } else if (towers[t].most + 1 < want) {
+            add_problem(p,
+                        "config.json says %lld layers (num_hidden_layers), the file has blocks "
+                        "0..%ld ('%s<i>.*')",
+                        (long long)want, towers[t].most, towers[t].pattern);
+            *towers[t].layers = towers[t].most + 1;
+        }
     }
 }
 
 static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
+    problems p = {0};
+    bool clip = m->cfg.arch == XA_ARCH_CLIP;
+    tower_blocks towers[2] = {
+        {clip ? "text_model.encoder.layers." : "encoder.layer.", &m->cfg.text.layers, -1, NULL},
+        {"vision_model.encoder.layers.", &m->cfg.vision.layers, -1, NULL}};
+    int64_t claimed[2];
+    check_layers(m, &p, towers, clip ? 2 : 1, claimed);
     xa_tspec *spec;
     size_t n;
     xa_status st = xa_model_spec(ctx, m, &spec, &n);
-    if (st)
+    if (st) {
+        free(p.buf);
         return st;
-    problems p = {0};
+    }
     // An optional group (pooler, MLM head) is bound whole or not at all: a group is present
     // when its first tensor is.
     int group_present[XA_GROUP_COUNT];
@@ -492,8 +521,9 @@ static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
         if (*s->dst)
             (*s->dst)->name = s->name;
     }
-    if (st == XA_OK)
-        check_extra_layers(m, &p);
+    m->cfg.text.layers = claimed[0]; // the config's counts again, for the message
+    if (clip)
+        m->cfg.vision.layers = claimed[1];
     if (st == XA_OK && p.count)
         st = xa_errorf(ctx, XA_EFORMAT, "%s: %d problem%s with the weights (config.json says %s, "
                        "%lld layers, hidden %lld):%s%s",
