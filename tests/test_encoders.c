@@ -195,11 +195,15 @@ Test(encoders, block_counts_other_than_the_files_are_refused) {
     expect_load_error(d, "the file has blocks up to 1, config.json says 1 layers");
     d = copy_fixture("bert_tiny");
     cfg = config_with_layers(d, p, sizeof p, '2'); // as it was, then 2 -> 230522
-    char *at = strstr(cfg, "\"num_hidden_layers\": 2");
-    char rest[4096];
-    snprintf(rest, sizeof rest, "%s", at + strlen("\"num_hidden_layers\": 2"));
-    sprintf(at, "\"num_hidden_layers\": 230522%s", rest);
-    write_file(p, cfg, strlen(cfg));
+    const char *key = "\"num_hidden_layers\": 2", *at = strstr(cfg, key);
+    cr_assert(at, "fixture config changed");
+    size_t size = strlen(cfg) + 16;
+    char *big = malloc(size);
+    cr_assert(big);
+    snprintf(big, size, "%.*s\"num_hidden_layers\": 230522%s", (int)(at - cfg), cfg,
+             at + strlen(key));
+    write_file(p, big, strlen(big));
+    free(big);
     free(cfg);
     expect_load_error(d, "config.json says 230522 layers (num_hidden_layers), the file has blocks "
                          "0..1");
