@@ -237,7 +237,8 @@ static int64_t parse_ids(const char *s, int32_t *out, int64_t cap) {
 }
 
 static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_writer *w,
-                       xa_text_out *out, xa_tensor **logits, int64_t **ids64, int64_t **mask64) {
+                       xa_text_out *out, xa_tensor **logits, int64_t **ids64, int64_t **mask64,
+                       int64_t **types64) {
     const xa_model_config *c = xa_model_config_of(m);
     xa_tokenizer *tok = NULL;
     bool need_tok = false;
@@ -250,11 +251,11 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
     }
     int32_t pad = tok ? xa_tokenizer_info_get(tok)->pad_id : (int32_t)c->pad_id;
     int64_t B = a->ntext, T = 0;
-    int32_t **rows = calloc((size_t)B, sizeof *rows);
+    int32_t **rows = calloc((size_t)B, sizeof *rows), **types = calloc((size_t)B, sizeof *types);
     int64_t *lens = calloc((size_t)B, sizeof *lens);
     int rc = -1;
     bool texts = false;
-    if (!rows || !lens) {
+    if (!rows || !types || !lens) {
         xa_errorf(ctx, XA_ENOMEM, "out of memory");
         B = 0;
         goto out;
@@ -268,10 +269,14 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
                 goto out;
             lens[i] = enc.len;
             rows[i] = malloc((size_t)(enc.len ? enc.len : 1) * sizeof(int32_t));
-            if (rows[i])
+            types[i] = malloc((size_t)(enc.len ? enc.len : 1) * sizeof(int32_t));
+            if (rows[i] && types[i]) { // a pair's second segment has type 1 (BERT)
                 memcpy(rows[i], enc.ids, (size_t)lens[i] * sizeof(int32_t));
+                for (int64_t t = 0; t < enc.len; t++)
+                    types[i][t] = enc.type_ids ? enc.type_ids[t] : 0;
+            }
             xa_encoding_deinit(&enc);
-            if (!rows[i]) {
+            if (!rows[i] || !types[i]) {
                 xa_errorf(ctx, XA_ENOMEM, "out of memory");
                 goto out;
             }
@@ -289,25 +294,35 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
         }
         T = lens[i] > T ? lens[i] : T;
     }
-    int32_t *ids = calloc((size_t)(B * T), sizeof *ids);
+    int32_t *ids = calloc((size_t)(B * T), sizeof *ids), *tids = calloc((size_t)(B * T), sizeof *tids);
     float *mask = calloc((size_t)(B * T), sizeof *mask);
     *ids64 = calloc((size_t)(B * T), sizeof **ids64);
     *mask64 = calloc((size_t)(B * T), sizeof **mask64);
+    *types64 = calloc((size_t)(B * T), sizeof **types64);
+    if (!ids || !tids || !mask || !*ids64 || !*mask64 || !*types64) {
+        xa_errorf(ctx, XA_ENOMEM, "out of memory");
+        goto out_batch;
+    }
     for (int64_t i = 0; i < B; i++)
         for (int64_t t = 0; t < T; t++) {
             bool real = t < lens[i];
             ids[i * T + t] = real ? rows[i][t] : pad;
+            tids[i * T + t] = real && types[i] ? types[i][t] : 0;
             mask[i * T + t] = real ? 1.0f : 0.0f;
             (*ids64)[i * T + t] = ids[i * T + t];
             (*mask64)[i * T + t] = real;
+            (*types64)[i * T + t] = tids[i * T + t];
         }
-    xa_text_batch batch = {.ids = ids, .mask = mask, .B = B, .T = T};
+    bool typed = c->arch != XA_ARCH_CLIP; // CLIP's text tower has no token types
+    xa_text_batch batch = {.ids = ids, .mask = mask, .type_ids = typed ? tids : NULL, .B = B, .T = T};
     xa_forward_opts fo = {.all_hidden = true};
     if (xa_text_forward(ctx, m, &batch, &fo, out) == XA_OK &&
         (!a->logits || (*logits = xa_mlm_logits(ctx, m, out->last)))) {
         int64_t shape[2] = {B, T};
         xa_st_writer_add(w, "input_ids", XA_DTYPE_I64, 2, shape, *ids64);
         xa_st_writer_add(w, "attention_mask", XA_DTYPE_I64, 2, shape, *mask64);
+        if (typed)
+            xa_st_writer_add(w, "token_type_ids", XA_DTYPE_I64, 2, shape, *types64);
         rc = 0;
     } else if (xa_errcode(ctx) == XA_ERANGE && texts && !a->max_length &&
                strstr(xa_errmsg(ctx), "longer than the model's")) {
@@ -317,12 +332,15 @@ static int encode_text(xa_ctx *ctx, xa_model *m, const encode_args *a, xa_st_wri
         xa_errorf(ctx, XA_ERANGE, "%s (--max-length %lld truncates --text)", msg,
                   (long long)usable);
     }
+out_batch:
     free(ids);
+    free(tids);
     free(mask);
 out:
-    for (int64_t i = 0; i < B; i++)
-        free(rows[i]);
+    for (int64_t i = 0; rows && types && i < B; i++)
+        free(rows[i]), free(types[i]);
     free(rows);
+    free(types);
     free(lens);
     xa_tokenizer_free(tok);
     return rc;
@@ -397,12 +415,12 @@ int cmd_encode(int argc, char **argv) {
     xa_text_out text;
     xa_vision_out vis;
     xa_tensor *logits = NULL;
-    int64_t *ids64 = NULL, *mask64 = NULL;
+    int64_t *ids64 = NULL, *mask64 = NULL, *types64 = NULL;
     float *pixels = NULL;
     rc = 1;
     if (xa_model_load(ctx, a.model, &m) != XA_OK || !(w = xa_st_writer_new(ctx)))
         goto out_fail;
-    if (a.ntext && encode_text(ctx, m, &a, w, &text, &logits, &ids64, &mask64) != 0)
+    if (a.ntext && encode_text(ctx, m, &a, w, &text, &logits, &ids64, &mask64, &types64) != 0)
         goto out_fail;
     if (a.nimage && encode_images(ctx, m, &a, &vis, &pixels) != 0)
         goto out_fail;
@@ -415,7 +433,8 @@ int cmd_encode(int argc, char **argv) {
     xa_st_writer_meta(w, "model_fingerprint", xa_model_fingerprint(m));
     if (xa_st_writer_write(w, a.out) != XA_OK)
         goto out_fail;
-    printf("wrote %d tensors to %s\n", n + (a.ntext ? 2 : 0), a.out);
+    int inputs = a.ntext ? (xa_model_config_of(m)->arch == XA_ARCH_CLIP ? 2 : 3) : 0;
+    printf("wrote %d tensors to %s\n", n + inputs, a.out); // + input_ids, attention_mask (types)
     rc = 0;
     goto out_free;
 out_fail:
@@ -423,6 +442,7 @@ out_fail:
 out_free:
     free(ids64);
     free(mask64);
+    free(types64);
     free(pixels);
     xa_st_writer_free(w);
     xa_model_free(m);

@@ -2,11 +2,15 @@
 // tokenize, encode and inspect on one random checkpoint with the real bert-base-uncased
 // vocabulary, and the refusals of bad arguments (exit status 2) and bad inputs (status 1).
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "support.h"
+#include "xadapt/model.h"
+#include "xadapt/safetensors.h"
+#include "xadapt/tokenizer.h"
 
 // A bert-tiny checkpoint with the real tokenizer, made once per test by the CLI itself.
 static const char *checkpoint(void) {
@@ -45,6 +49,52 @@ Test(cli, make_random_info_tokenize_encode_inspect_on_one_folder) {
                0, "wrote");
     expect_run((const char *[]){"inspect", out, NULL}, 0, "last_hidden_state");
     expect_run((const char *[]){"inspect", out, NULL}, 0, "model_fingerprint");
+}
+
+// A BERT pair's second segment has token type 1: encode writes token_type_ids and computes with
+// them (it dropped them, which moved last_hidden_state by 2.35 against Hugging Face's).
+Test(cli, encode_gives_a_pairs_second_segment_its_token_type) {
+    const char *dir = checkpoint();
+    char out[4300];
+    snprintf(out, sizeof out, "%s/pair.safetensors", make_tmpdir());
+    expect_run((const char *[]){"encode", "--model", dir, "--text", "How old are you?", "--pair",
+                                "I am six.", "--out", out, NULL},
+               0, "wrote 8 tensors");
+    xa_ctx *ctx = xa_ctx_new();
+    xa_model *m;
+    xa_tokenizer *tok;
+    xa_st_file *f;
+    cr_assert_eq(xa_model_load(ctx, dir, &m), XA_OK, "%s", xa_errmsg(ctx));
+    cr_assert_eq(xa_tokenizer_load_dir(ctx, dir, &tok), XA_OK, "%s", xa_errmsg(ctx));
+    xa_encoding enc = {0};
+    cr_assert_eq(xa_tokenizer_encode(ctx, tok, "How old are you?", "I am six.", NULL, &enc), XA_OK);
+    cr_assert_eq(enc.type_ids[enc.len - 1], 1, "the tokenizer marks the pair");
+    float *ones = malloc((size_t)enc.len * sizeof *ones);
+    for (int64_t t = 0; t < enc.len; t++)
+        ones[t] = 1.0f;
+    xa_text_batch b = {.ids = enc.ids, .type_ids = enc.type_ids, .mask = ones, .B = 1, .T = enc.len};
+    xa_text_out ref;
+    cr_assert_eq(xa_text_forward(ctx, m, &b, NULL, &ref), XA_OK, "%s", xa_errmsg(ctx));
+    cr_assert_eq(xa_st_open(ctx, out, &f), XA_OK, "%s", xa_errmsg(ctx));
+    const xa_st_entry *te = xa_st_find(f, "token_type_ids");
+    cr_assert(te && te->dtype == XA_DTYPE_I64, "token_type_ids written as int64");
+    const int64_t *types = xa_st_bytes(f, te);
+    for (int64_t t = 0; t < enc.len; t++)
+        cr_expect_eq(types[t], enc.type_ids[t], "type of token %lld", (long long)t);
+    xa_tensor *last;
+    cr_assert_eq(xa_st_tensor(ctx, f, "last_hidden_state", &last), XA_OK);
+    cr_assert_eq(last->numel, ref.last->numel);
+    float worst = 0;
+    for (int64_t i = 0; i < last->numel; i++)
+        worst = fmaxf(worst, fabsf(last->data[i] - ref.last->data[i]));
+    cr_expect_lt(worst, 1e-5f, "encode --pair vs the forward with type ids: %g", worst);
+    xa_tensor_release(last);
+    xa_st_close(f);
+    free(ones);
+    xa_encoding_deinit(&enc);
+    xa_tokenizer_free(tok);
+    xa_model_free(m);
+    xa_ctx_free(ctx);
 }
 
 // CLIP's tokenizer comes from OpenAI's bpe_simple_vocab_16e6.txt.gz; writing the same folder
