@@ -108,10 +108,16 @@ static xa_tensor *text_embeddings(xa_ctx *ctx, xa_model *m, const xa_text_batch 
     int64_t maxpos = m->cfg.text.max_positions;
     for (int64_t i = 0; i < b->B * b->T; i++)
         if (pos[i] >= maxpos) {
-            xa_errorf(ctx, XA_ERANGE,
-                      "sequence of %lld tokens is longer than the model's %lld positions%s",
-                      (long long)b->T, (long long)maxpos,
-                      m->cfg.arch == XA_ARCH_ROBERTA ? " (RoBERTa reserves padding_idx + 1)" : "");
+            if (m->cfg.arch == XA_ARCH_ROBERTA) // positions start after padding_idx
+                xa_errorf(ctx, XA_ERANGE,
+                          "sequence of %lld tokens is longer than the model's %lld (its %lld "
+                          "positions less padding_idx + 1, as RoBERTa numbers them)",
+                          (long long)b->T, (long long)(maxpos - m->cfg.pad_id - 1),
+                          (long long)maxpos);
+            else
+                xa_errorf(ctx, XA_ERANGE,
+                          "sequence of %lld tokens is longer than the model's %lld positions",
+                          (long long)b->T, (long long)maxpos);
             return NULL;
         }
     xa_tensor *x = xa_add(ctx, xa_embedding(ctx, m->word_emb, b->ids, b->B, b->T),

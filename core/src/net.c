@@ -269,8 +269,13 @@ xa_status xa_net_insert(xa_net *n, const char *cls_name, const char *name, const
                          "adapter name '%.40s%s' must be non-empty, without '.' or '*', and at "
                          "most %d characters",
                          name, strlen(name) > 40 ? "..." : "", XA_ADAPTER_NAME_MAX);
-    if (find_adapter(n, name) || !strcmp(name, "plm") || !strcmp(name, "vlm") ||
-        !strcmp(name, "head") || !strcmp(name, "fusion"))
+    if (!strcmp(name, "plm") || !strcmp(name, "vlm") || !strcmp(name, "head") ||
+        !strcmp(name, "fusion"))
+        return xa_errorf(ctx, XA_EINVAL,
+                         "'%s' is reserved (plm, vlm, head and fusion name parameters of the "
+                         "network): give the adapter another name",
+                         name);
+    if (find_adapter(n, name))
         return xa_errorf(ctx, XA_EINVAL,
                          "an adapter named '%s' already exists (give the new one another name)",
                          name);

@@ -71,7 +71,11 @@ void xa_rng_set_state(xa_ctx *ctx, const uint64_t state[4]);
         if (!(cond))                                                                               \
             xa_assert_fail(#cond, __FILE__, __LINE__);                                             \
     } while (0)
+#ifdef __cplusplus // the headers are usable from C++ too (extern "C" above)
+[[noreturn]] void xa_assert_fail(const char *expr, const char *file, int line);
+#else
 _Noreturn void xa_assert_fail(const char *expr, const char *file, int line);
+#endif
 
 // Allocation that aborts on exhaustion is never used for input-sized buffers: these return NULL
 // and set XA_ENOMEM with the size that failed.

@@ -1,6 +1,6 @@
 // The host side of plugins: the registry that finds and loads adapter plugins (plugins/loader.c)
 // and the network that composes a frozen PLM, an optional frozen VLM, adapter instances at
-// their sites and taps, and side-network fusion (core/src/net.c). Task heads are in heads.h.
+// their sites and taps, and side-network fusion (core/src/net.c). Task heads are in task.h.
 #ifndef XADAPT_NET_H
 #define XADAPT_NET_H
 
