@@ -84,9 +84,7 @@ static xa_status check_entry(xa_ctx *ctx, const xa_st_file *f, const char *name,
     if (!e)
         return xa_errorf(ctx, XA_EFORMAT, "%s: no '%s' (a different model or adapter set?)", path,
                          name);
-    int64_t have = 1;
-    for (int d = 0; d < e->ndim; d++)
-        have *= e->shape[d];
+    int64_t have = xa_shape_numel(e->ndim, e->shape, NULL);
     bool same = have == numel && (ndim == 0 || e->ndim == ndim);
     for (int d = 0; same && ndim && d < ndim; d++)
         same = e->shape[d] == shape[d];

@@ -133,8 +133,24 @@ int xl_raise_ctx(lua_State *L, const char *what) {
     return raise_msg(L, msg);
 }
 
-// The running function's name as "xa.<field>" or "xa.<table>.<field>", looked up in the module
-// table, for calls that carry no name (pcall(xa.json.encode, ...)). False when not found.
+// The string key under which table `t` holds the value at `fn` ("prefix" + key into buf).
+static bool key_of(lua_State *L, int t, int fn, const char *prefix, char *buf, size_t n) {
+    int top = lua_gettop(L);
+    bool found = false;
+    lua_pushnil(L);
+    while (!found && lua_next(L, t)) { // key at top + 1, value at top + 2
+        if (lua_type(L, top + 1) == LUA_TSTRING && lua_rawequal(L, top + 2, fn)) {
+            snprintf(buf, n, "%s%s", prefix, lua_tostring(L, top + 1));
+            found = true;
+        }
+        lua_settop(L, top + 1);
+    }
+    lua_settop(L, top);
+    return found;
+}
+
+// The running function's name as "xa.<field>" or "xa.<table>.<field>" (public tables only),
+// looked up in the module table, for calls that carry no name (pcall(xa.json.encode, ...)).
 static bool module_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
     int top = lua_gettop(L);
     if (!lua_getinfo(L, "f", ar))
@@ -144,22 +160,14 @@ static bool module_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
     if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
         lua_getfield(L, -1, "xadapt") == LUA_TTABLE) {
         int mod = lua_gettop(L);
+        found = key_of(L, mod, fn, "xa.", buf, n);
         lua_pushnil(L);
         while (!found && lua_next(L, mod)) { // key at mod + 1, value at mod + 2
-            if (lua_type(L, mod + 1) == LUA_TSTRING && lua_rawequal(L, mod + 2, fn)) {
-                snprintf(buf, n, "xa.%s", lua_tostring(L, mod + 1));
-                found = true;
-            } else if (lua_type(L, mod + 1) == LUA_TSTRING && lua_istable(L, mod + 2) &&
-                       lua_tostring(L, mod + 1)[0] != '_') { // public tables only
-                lua_pushnil(L);
-                while (!found && lua_next(L, mod + 2)) { // key at mod + 3, value at mod + 4
-                    if (lua_type(L, mod + 3) == LUA_TSTRING && lua_rawequal(L, mod + 4, fn)) {
-                        snprintf(buf, n, "xa.%s.%s", lua_tostring(L, mod + 1),
-                                 lua_tostring(L, mod + 3));
-                        found = true;
-                    }
-                    lua_settop(L, mod + 3);
-                }
+            if (lua_type(L, mod + 1) == LUA_TSTRING && lua_istable(L, mod + 2) &&
+                lua_tostring(L, mod + 1)[0] != '_') {
+                char prefix[96];
+                snprintf(prefix, sizeof prefix, "xa.%s.", lua_tostring(L, mod + 1));
+                found = key_of(L, mod + 2, fn, prefix, buf, n);
             }
             lua_settop(L, mod + 1);
         }
@@ -172,19 +180,9 @@ static bool module_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
 // table of that userdata's metatable), for calls without a name (pcall(f.retrieve, f, ...)).
 static bool method_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
     int top = lua_gettop(L);
-    bool found = false;
-    if (lua_type(L, 1) == LUA_TUSERDATA && lua_getinfo(L, "f", ar) && lua_getmetatable(L, 1) &&
-        lua_getfield(L, -1, "__index") == LUA_TTABLE) {
-        int fn = top + 1, methods = lua_gettop(L);
-        lua_pushnil(L);
-        while (!found && lua_next(L, methods)) { // key at methods + 1, value at methods + 2
-            if (lua_type(L, methods + 1) == LUA_TSTRING && lua_rawequal(L, methods + 2, fn)) {
-                snprintf(buf, n, "%s", lua_tostring(L, methods + 1));
-                found = true;
-            }
-            lua_settop(L, methods + 1);
-        }
-    }
+    bool found = lua_type(L, 1) == LUA_TUSERDATA && lua_getinfo(L, "f", ar) &&
+                 lua_getmetatable(L, 1) && lua_getfield(L, -1, "__index") == LUA_TTABLE &&
+                 key_of(L, lua_gettop(L), top + 1, "", buf, n);
     lua_settop(L, top);
     return found;
 }

@@ -54,13 +54,12 @@ xa_status xa_net_save(xa_net *n, const char *path) {
     return st;
 }
 
-static bool adapter_has_submodules(xa_net *n, const char *name) {
-    for (size_t i = 0; i < xa_net_adapter_count(n); i++) {
-        xa_adapter *a = xa_net_adapter_at(n, i);
-        if (!strcmp(a->name, name))
-            return a->nsub > 0;
-    }
-    return false;
+// The network's adapter called `name`, or NULL.
+static xa_adapter *adapter_named(xa_net *n, const char *name) {
+    for (size_t i = 0; i < xa_net_adapter_count(n); i++)
+        if (!strcmp(xa_net_adapter_name(n, i), name))
+            return xa_net_adapter_at(n, i);
+    return NULL;
 }
 
 // Every tensor in the file must have a place in the network, or a silently dropped tensor
@@ -121,10 +120,9 @@ static xa_status check_fusion_fits(xa_net *n, const cJSON *list, const char *pat
             append_name(net, sizeof net, xa_net_adapter_name(n, i));
     for (const cJSON *e = list->child; e; e = e->next) { // in the file's order
         const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
-        for (size_t i = 0; cJSON_IsString(nm) && i < xa_net_adapter_count(n); i++)
-            if (!strcmp(xa_net_adapter_name(n, i), nm->valuestring) &&
-                xa_net_adapter_at(n, i)->ntaps > 0)
-                append_name(file, sizeof file, nm->valuestring);
+        const xa_adapter *a = cJSON_IsString(nm) ? adapter_named(n, nm->valuestring) : NULL;
+        if (a && a->ntaps > 0)
+            append_name(file, sizeof file, a->name);
     }
     if (!strcmp(net, file))
         return XA_OK;
@@ -172,13 +170,9 @@ static xa_status load_values(xa_ctx *ctx, xa_params *ps, xa_st_file *f, const ch
 
 // An adapter the network has already must be the file's: the same options, or its values would
 // fit the shapes and still mean another network (other taps, heads, placement).
-static xa_status check_same_options(xa_net *n, const char *name, const cJSON *file_opts,
+static xa_status check_same_options(xa_net *n, const xa_adapter *a, const cJSON *file_opts,
                                     const char *path) {
-    xa_adapter *a = NULL;
-    for (size_t i = 0; i < xa_net_adapter_count(n) && !a; i++)
-        if (!strcmp(xa_net_adapter_name(n, i), name))
-            a = xa_net_adapter_at(n, i);
-    cJSON *ours = cJSON_Parse(a && a->opts_json ? a->opts_json : "{}");
+    cJSON *ours = cJSON_Parse(a->opts_json ? a->opts_json : "{}");
     bool same = ours && cJSON_Compare(ours, file_opts, true);
     cJSON_Delete(ours);
     if (same)
@@ -188,7 +182,7 @@ static xa_status check_same_options(xa_net *n, const char *name, const cJSON *fi
         xa_errorf(xa_net_ctx(n), XA_EINVAL,
                   "%s: adapter '%s' was saved with options %s, this network's has %s "
                   "(insert it with the file's options, or let the load insert it)",
-                  path, name, theirs ? theirs : "?", a && a->opts_json ? a->opts_json : "{}");
+                  path, a->name, theirs ? theirs : "?", a->opts_json ? a->opts_json : "{}");
     free(theirs);
     return st;
 }
@@ -234,17 +228,14 @@ xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) 
             st = xa_errorf(ctx, XA_EFORMAT, "%s: malformed adapter entry in __metadata__", path);
             break;
         }
-        const char *have = NULL; // the class of the network's adapter of that name
-        for (size_t i = 0; i < xa_net_adapter_count(n) && !have; i++)
-            if (!strcmp(xa_net_adapter_name(n, i), name->valuestring))
-                have = xa_net_adapter_class(n, i);
-        if (have && strcmp(have, cls->valuestring)) {
+        xa_adapter *have = adapter_named(n, name->valuestring);
+        if (have && strcmp(have->cls->name, cls->valuestring)) {
             st = xa_errorf(ctx, XA_EINVAL,
                            "%s: adapter '%s' is a %s in the file but a %s in this network", path,
-                           name->valuestring, cls->valuestring, have);
+                           name->valuestring, cls->valuestring, have->cls->name);
             break;
         }
-        if (have && (st = check_same_options(n, name->valuestring, opts, path)) != XA_OK)
+        if (have && (st = check_same_options(n, have, opts, path)) != XA_OK)
             break;
         const cJSON *plugin = cJSON_GetObjectItemCaseSensitive(e, "plugin");
         const char *from = cJSON_IsString(plugin) ? plugin->valuestring : "?";
@@ -272,7 +263,8 @@ xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) 
             if (cJSON_IsString(s))
                 names[k++] = s->valuestring;
         // classes without sub-modules are switched as a whole through "enabled"
-        bool has_sub = cJSON_GetArraySize(act) > 0 || adapter_has_submodules(n, name->valuestring);
+        xa_adapter *a = adapter_named(n, name->valuestring); // inserted above if it was not there
+        bool has_sub = cJSON_GetArraySize(act) > 0 || (a && a->nsub > 0);
         if (has_sub)
             st = xa_net_activate(n, name->valuestring, names, k);
         else

@@ -105,15 +105,15 @@ function xa.probe(o)
                               cache_dir = o.cache_dir, max_length = o.max_length}, data)
   run.mlm = nil -- the template's own mask, no random masking
   for i, ex in ipairs(examples) do -- truncation must not cut the mask off
-    local full = tok:encode(ex.text)
-    local kept = tok:encode(ex.text, {max_length = run.max_length})
     local has = false
-    for _, id in ipairs(kept or {}) do has = has or id == info.mask_id end
+    for _, id in ipairs(tok:encode(ex.text, {max_length = run.max_length}) or {}) do
+      has = has or id == info.mask_id
+    end
     if not has then
       U.raise("%s: %s: the filled template has %d tokens and max_length %d cuts its [MASK] off; "
               .. "raise max_length or shorten the template", fname,
-              ex.source._where or ("example #%d"):format(i),
-              full and #full or -1, run.max_length)
+              ex.source._where or ("example #%d"):format(i), #(tok:encode(ex.text) or {}),
+              run.max_length)
     end
   end
   local bs = U.check_type(fname, "batch", o.batch or 32, "integer")
