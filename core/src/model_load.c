@@ -422,7 +422,8 @@ static bool shape_matches(const xa_st_entry *e, const xa_tspec *s) {
 // tensor. Both are one problem per tower, found by one scan of the tensor names.
 typedef struct {
     const char *pattern; // after an optional "bert." / "roberta." prefix
-    int64_t *layers;     // the config's count
+    int64_t *layers;     // the config's count (lowered to the file's while binding)
+    int64_t want;        // the config's count as read
     long most;           // highest block index in the file, -1 for none
     const char *last;    // a tensor of that block
 } tower_blocks;
@@ -443,12 +444,11 @@ static void scan_blocks(const xa_model *m, tower_blocks *t) {
 }
 
 // Checks the block counts and, where the config claims more blocks than the file has, binds only
-// those the file has (the load fails anyway). `claimed` keeps the config's counts for messages.
-static void check_layers(xa_model *m, problems *p, tower_blocks *towers, int n, int64_t *claimed) {
+// those the file has (the load fails anyway); `want` keeps the config's counts for messages.
+static void check_layers(xa_model *m, problems *p, tower_blocks *towers, int n) {
     for (int t = 0; t < n; t++) {
         scan_blocks(m, &towers[t]);
-        int64_t want = *towers[t].layers;
-        claimed[t] = want;
+        int64_t want = towers[t].want = *towers[t].layers;
         if (towers[t].most >= want)
             add_problem(p,
                         "tensor '%s': the file has blocks up to %ld, config.json says %lld "
@@ -474,10 +474,11 @@ static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
     problems p = {0};
     bool clip = m->cfg.arch == XA_ARCH_CLIP;
     tower_blocks towers[2] = {
-        {clip ? "text_model.encoder.layers." : "encoder.layer.", &m->cfg.text.layers, -1, NULL},
-        {"vision_model.encoder.layers.", &m->cfg.vision.layers, -1, NULL}};
-    int64_t claimed[2];
-    check_layers(m, &p, towers, clip ? 2 : 1, claimed);
+        {.pattern = clip ? "text_model.encoder.layers." : "encoder.layer.",
+         .layers = &m->cfg.text.layers},
+        {.pattern = "vision_model.encoder.layers.", .layers = &m->cfg.vision.layers}};
+    int ntowers = clip ? 2 : 1;
+    check_layers(m, &p, towers, ntowers);
     xa_tspec *spec;
     size_t n;
     xa_status st = xa_model_spec(ctx, m, &spec, &n);
@@ -521,9 +522,8 @@ static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
         if (*s->dst)
             (*s->dst)->name = s->name;
     }
-    m->cfg.text.layers = claimed[0]; // the config's counts again, for the message
-    if (clip)
-        m->cfg.vision.layers = claimed[1];
+    for (int t = 0; t < ntowers; t++) // the config's counts again, for the message
+        *towers[t].layers = towers[t].want;
     if (st == XA_OK && p.count)
         st = xa_errorf(ctx, XA_EFORMAT, "%s: %d problem%s with the weights (config.json says %s, "
                        "%lld layers, hidden %lld):%s%s",
