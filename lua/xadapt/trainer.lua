@@ -206,7 +206,8 @@ local function setup(fname, o, data)
   run.head = head
   run.labels = (kind == "classify" or kind == "choice") and "int" or kind == "regress" and "float"
                or "none"
-  if type(obj) == "function" and head == nil then -- step:loss picks its heads: labels as the data has them
+  -- a function objective without a head picks heads in step:loss: labels as the data has them
+  if type(obj) == "function" and head == nil then
     local label = data.examples[1].label
     run.labels = math.type(label) == "integer" and "int" or math.type(label) == "float" and "float"
                  or "none"
