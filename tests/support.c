@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +32,59 @@ const char *shared_path(const char *rel) {
     return stat(buf, &st) == 0 ? buf : NULL;
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    remove(path);
+    return 0; // go on: remove what can be removed
+}
+
+void remove_tree(const char *dir) {
+    if (dir && *dir)
+        nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+// Directories made by this process (Criterion runs each test in its own worker process).
+static struct {
+    char **dirs;
+    size_t n;
+    pid_t owner;
+} made;
+
+static void remove_made(void) {
+    bool keep = getenv("XADAPT_KEEP_TMP") && *getenv("XADAPT_KEEP_TMP");
+    for (size_t i = 0; i < made.n; i++) {
+        if (!keep && made.owner == getpid())
+            remove_tree(made.dirs[i]);
+        free(made.dirs[i]);
+    }
+    free(made.dirs);
+    made.dirs = NULL;
+    made.n = 0;
+}
+
 const char *make_tmpdir(void) {
     const char *base = getenv("TMPDIR");
     char *buf = ring_slot();
-    snprintf(buf, 4096, "%s/xadapt-test-XXXXXX", base ? base : "/tmp");
-    return mkdtemp(buf);
+    snprintf(buf, 4096, "%s/xadapt-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(buf))
+        return NULL;
+    if (made.owner != getpid()) { // first directory of this process (a fork inherits none)
+        made.dirs = NULL;
+        made.n = 0;
+        made.owner = getpid();
+        atexit(remove_made);
+    }
+    char **grown = realloc(made.dirs, (made.n + 1) * sizeof *grown);
+    char *copy = strdup(buf);
+    if (grown && copy) {
+        made.dirs = grown;
+        made.dirs[made.n++] = copy;
+    } else {
+        if (grown)
+            made.dirs = grown;
+        free(copy);
+    }
+    return buf;
 }
 
 bool write_file(const char *path, const void *data, size_t n) {
@@ -57,10 +106,8 @@ char *read_file(const char *path, size_t *n) {
         len += got;
         if (len == cap) {
             char *nb = realloc(buf, (cap *= 2) + 1);
-            if (!nb) {
+            if (!nb)
                 free(buf);
-                buf = NULL;
-            }
             buf = nb;
         }
     }
@@ -76,8 +123,15 @@ static char *slurp_fd(int fd) {
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
     for (;;) {
-        if (len + 1 >= cap)
-            buf = realloc(buf, cap *= 2);
+        if (!buf)
+            return strdup("(out of memory reading the output)");
+        if (len + 1 >= cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                free(buf);
+            buf = nb;
+            continue;
+        }
         ssize_t r = read(fd, buf + len, cap - len - 1);
         if (r < 0 && errno == EINTR)
             continue;

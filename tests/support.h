@@ -10,8 +10,12 @@
 const char *src_path(const char *rel);
 // ../shared / rel, or NULL when the shared folder is absent (tests then skip).
 const char *shared_path(const char *rel);
-// A fresh empty directory under $TMPDIR, removed by tmpdir_cleanup_all at exit.
+// A fresh empty directory under $TMPDIR (NULL on failure), removed with everything in it when
+// the process exits normally. XADAPT_KEEP_TMP=1 keeps what is left at exit: a failed assertion
+// skips a test's own remove_tree, so its files stay for a look.
 const char *make_tmpdir(void);
+// Remove a directory tree (or a file); what cannot be removed is left.
+void remove_tree(const char *dir);
 // Write `n` bytes to `path`; false on failure.
 bool write_file(const char *path, const void *data, size_t n);
 // Read a whole file (caller frees); NULL on failure.

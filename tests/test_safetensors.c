@@ -25,24 +25,9 @@ static void setup(void) {
     snprintf(dir, sizeof dir, "%s", d);
 }
 
-static void remove_dir(const char *path) {
-    DIR *d = opendir(path);
-    if (!d)
-        return;
-    struct dirent *de;
-    char p[8192];
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(path);
-}
-
 static void teardown(void) {
     xa_ctx_free(ctx);
-    remove_dir(dir);
+    remove_tree(dir);
 }
 
 TestSuite(safetensors, .init = setup, .fini = teardown);

@@ -40,12 +40,6 @@ static xa_tensor *tensor_of(int64_t d0, int64_t d1, int64_t d2, const float *v) 
     return t;
 }
 
-static void rm_rf(const char *dir) {
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_expect_eq(system(cmd), 0);
-}
-
 // --- naive references (double, straight from the definitions) ----------------------------------
 
 // mean_ij k(s_i,s_j) + mean_ij k(t_i,t_j) - 2 mean_ij k(s_i,t_j), k = (x.y)^2, channel vectors
@@ -696,7 +690,7 @@ Test(heads, parameters_are_saved_and_loaded_with_the_network) {
     xa_head_free(extra);
     xa_net_free(net2);
     fixture_close(&f);
-    rm_rf(tmp);
+    remove_tree(tmp);
     free(tmp);
 }
 
@@ -867,7 +861,7 @@ Test(vlm_cache, computes_images_once_and_matches_the_vision_tower) {
     stats(c, 3, 5, 0);
     xa_vlm_cache_free(c);
     xa_model_free(vlm);
-    rm_rf(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -907,8 +901,8 @@ Test(vlm_cache, a_new_cache_serves_the_disk_copy_bit_identically) {
     stats(c2, 0, 3, 5);
     xa_vlm_cache_free(c2);
     xa_model_free(vlm);
-    rm_rf(dir);
-    rm_rf(cache_dir);
+    remove_tree(dir);
+    remove_tree(cache_dir);
     free(dir);
     free(cache_dir);
 }
@@ -951,8 +945,8 @@ Test(vlm_cache, recomputes_a_modified_image_file) {
     stats(c, 4, 0, 0);
     xa_vlm_cache_free(c);
     xa_model_free(vlm);
-    rm_rf(dir);
-    rm_rf(work);
+    remove_tree(dir);
+    remove_tree(work);
     free(dir);
     free(work);
 }
@@ -1008,7 +1002,7 @@ Test(vlm_cache, text_features_are_padded_with_a_mask_and_match_the_text_tower) {
     xa_tokenizer_free(tok);
     xa_vlm_cache_free(c);
     xa_model_free(vlm);
-    rm_rf(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -1064,7 +1058,7 @@ Test(vlm_cache, retrieval_returns_the_top_k_of_the_cosine_scores) {
     cr_expect_eq(xa_vlm_retrieve(ctx, c, img, 4, texts, 1, 5, d3), XA_EINVAL);
     xa_vlm_cache_free(c);
     xa_model_free(vlm);
-    rm_rf(dir);
+    remove_tree(dir);
     free(dir);
 }
 

@@ -5,7 +5,6 @@
 #include <criterion/criterion.h>
 
 #include <cjson/cJSON.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,15 +14,6 @@
 #include "xadapt/tokenizer.h"
 
 // --- helpers -------------------------------------------------------------------------------------
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *dir) {
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static char *tmpdir(void) {
     const char *d = make_tmpdir();
@@ -302,7 +292,7 @@ Test(tokenizer_bert, vocab_txt_gives_the_same_ids_as_tokenizer_json) {
     xa_tokenizer_free(tok);
     free(data);
     free(copy);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
     xa_ctx_free(ctx);
 }
@@ -435,7 +425,7 @@ Test(tokenizer_roberta, merges_as_pairs_read_like_merges_as_strings) {
     free(out);
     free(text);
     cJSON_Delete(root);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -456,7 +446,7 @@ Test(tokenizer_clip, matches_hf_on_every_corpus_line) {
     check_cases(tok, "clip");
     xa_tokenizer_free(tok);
     xa_ctx_free(ctx);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -471,7 +461,7 @@ Test(tokenizer_clip, tokenizer_json_gives_the_same_ids) {
     xa_tokenizer_free(tok);
     xa_ctx_free(ctx);
     free(path);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -498,7 +488,7 @@ Test(tokenizer_clip, a_model_config_names_the_kind) {
     cr_expect(strstr(xa_errmsg(ctx), "vocab.json"), "message: %s", xa_errmsg(ctx));
     cr_expect_null(tok);
     xa_ctx_free(ctx);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -546,7 +536,7 @@ Test(tokenizer_wordpiece, greedy_longest_match_with_continuations) {
     xa_encoding_deinit(&enc);
     xa_tokenizer_free(tok);
     xa_ctx_free(ctx);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -570,7 +560,7 @@ Test(tokenizer_wordpiece, words_over_max_input_chars_are_unk) {
     xa_encoding_deinit(&enc);
     xa_tokenizer_free(tok);
     xa_ctx_free(ctx);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -626,7 +616,7 @@ Test(tokenizer_bpe, merges_in_string_and_pair_form_and_merges_txt_agree) {
         cr_expect_str_eq(text, "lower low");
         free(text);
         xa_tokenizer_free(tok);
-        rm_tree(dir);
+        remove_tree(dir);
         free(dir);
     }
     xa_ctx_free(ctx);
@@ -659,7 +649,7 @@ Test(tokenizer_errors, a_directory_without_tokenizer_files_is_not_found) {
     cr_expect(strstr(xa_errmsg(ctx), missing), "message: %s", xa_errmsg(ctx));
     free(missing);
     xa_ctx_free(ctx);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -667,7 +657,7 @@ Test(tokenizer_errors, bad_json_names_the_file_and_line) {
     char *dir = tmpdir();
     put(dir, "tokenizer.json", "{\n  \"model\": {\n    \"type\": \"BPE\",,\n  }\n}\n");
     expect_load_error(dir, XA_EFORMAT, "tokenizer.json:3:", NULL);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -681,7 +671,7 @@ Test(tokenizer_errors, a_merges_line_with_one_symbol_names_the_line) {
     expect_load_error(dir, XA_EFORMAT, "merges.txt:3:", "two symbols");
     put(dir, "merges.txt", "#version: 0.2\nl o\nx y\n");
     expect_load_error(dir, XA_EFORMAT, "merges.txt:3:", "'x'");
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -701,7 +691,7 @@ static void expect_tiny_bpe_json_error(const char *from, const char *to, const c
     free(bad);
     free(text);
     free(p);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -731,7 +721,7 @@ Test(tokenizer_errors, a_vocabulary_id_far_past_its_entries_is_refused) {
     put(dir, "vocab.json", "{\"<unk>\": 0, \"a\": 1, \"b\": 505230689}");
     put(dir, "merges.txt", "#version: 0.2\na b\n");
     expect_load_error(dir, XA_EFORMAT, "vocab.json", "'b' has id 505230689, far past the 3");
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -739,7 +729,7 @@ Test(tokenizer_errors, a_vocabulary_without_unk_is_refused) {
     char *dir = tmpdir();
     put(dir, "vocab.txt", "[PAD]\n[CLS]\n[SEP]\nhello\n");
     expect_load_error(dir, XA_EFORMAT, "vocab.txt", "[UNK]");
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
@@ -761,7 +751,7 @@ Test(tokenizer_errors, invalid_utf8_and_short_max_length_are_refused) {
     xa_encoding_deinit(&enc);
     xa_tokenizer_free(tok);
     xa_ctx_free(ctx);
-    rm_tree(dir);
+    remove_tree(dir);
     free(dir);
 }
 
