@@ -26,6 +26,18 @@ static int l_checkpoint_save(lua_State *L) {
     int64_t numel = xa_optim_state(o->opt, &mom, &vel);
     if (numel < 0)
         return xl_fail(L);
+    size_t n_steps;
+    const int64_t *param_steps = xa_optim_param_steps(o->opt, &n_steps);
+    if (!param_steps)
+        return xl_fail(L);
+    luaL_Buffer pb; // per-parameter step counts, space-separated, in parameter order
+    luaL_buffinit(L, &pb);
+    for (size_t i = 0; i < n_steps; i++) {
+        char one[24];
+        snprintf(one, sizeof one, i ? " %lld" : "%lld", (long long)param_steps[i]);
+        luaL_addstring(&pb, one);
+    }
+    luaL_pushresult(&pb);
     xa_st_writer **w = lua_newuserdatauv(L, sizeof *w, 0); // freed below; nothing raises between
     if (!(*w = xa_st_writer_new(ctx)))
         return xl_fail(L);
@@ -51,6 +63,7 @@ static int l_checkpoint_save(lua_State *L) {
         xa_st_writer_meta(*w, "format", "xadapt-checkpoint/1");
         xa_st_writer_meta(*w, "optimizer", o->o.kind == XA_OPTIM_ADAMW ? "adamw" : "sgd");
         xa_st_writer_meta(*w, "optimizer_steps", steps);
+        xa_st_writer_meta(*w, "optimizer_param_steps", lua_tostring(L, -2));
         xa_st_writer_meta(*w, "rng", rngs);
         xa_st_writer_meta(*w, "base_fingerprint", xa_model_fingerprint(xa_net_plm_model(m->net)));
         xa_st_writer_meta(*w, "trainer", trainer);
@@ -105,6 +118,24 @@ static xa_status load_into(xa_ctx *ctx, xa_st_file *f, const char *name, float *
     memcpy(dst, t->data, (size_t)numel * sizeof(float));
     xa_tensor_release(t);
     return XA_OK;
+}
+
+// `text` holds n space-separated counts; a checkpoint from before they were written has none:
+// every parameter then took part in every step.
+static xa_status read_param_steps(const char *text, int64_t steps, int64_t *out, size_t n) {
+    if (!text) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = steps;
+        return XA_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        long long v = strtoll(text, &end, 10);
+        if (end == text || v < 0 || v > steps)
+            return XA_EFORMAT;
+        out[i] = v, text = end;
+    }
+    return *text == '\0' ? XA_OK : XA_EFORMAT;
 }
 
 // xa.checkpoint_load(path, model, optim) -> trainer state (table) | nil, msg
@@ -162,6 +193,15 @@ static int l_checkpoint_load(lua_State *L) {
     if (numel > 0 && (check_entry(ctx, f, "optim.m", 0, NULL, numel, path) != XA_OK ||
                       (vel && check_entry(ctx, f, "optim.v", 0, NULL, numel, path) != XA_OK)))
         return xl_fail(L);
+    size_t n_steps;
+    int64_t *param_steps = xa_optim_param_steps(o->opt, &n_steps);
+    if (!param_steps)
+        return xl_fail(L);
+    // on the stack (so not collected) until the function returns
+    int64_t *loaded_steps = lua_newuserdatauv(L, (n_steps ? n_steps : 1) * sizeof *loaded_steps, 0);
+    if (read_param_steps(xa_st_meta_get(f, "optimizer_param_steps"), strtoll(steps, NULL, 10),
+                         loaded_steps, n_steps) != XA_OK)
+        return xl_failf(L, "%s: 'optimizer_param_steps' is not %zu step counts", path, n_steps);
     cJSON **j = xl_json_box(L);
     if (!(*j = cJSON_Parse(trainer ? trainer : "{}")))
         return xl_failf(L, "%s: the trainer state is not JSON", path);
@@ -183,6 +223,7 @@ static int l_checkpoint_load(lua_State *L) {
     }
     xa_rng_set_state(ctx, rng);
     xa_optim_set_steps(o->opt, strtoll(steps, NULL, 10));
+    memcpy(param_steps, loaded_steps, n_steps * sizeof *param_steps);
     xa_params_zero_grad(ps);
     xl_push_json(L, *j);
     return 1;

@@ -131,6 +131,57 @@ Test(adapters, training_steps_lower_the_loss_and_leave_the_base_untouched) {
     }
 }
 
+// Switching a sub-module off (an X-adapter's V-expert) or a whole adapter off takes it out of
+// training: AdamW neither decays nor moves it with old momentum, as PyTorch skips parameters
+// whose gradient is None; the parts still on keep training.
+Test(adapters, switched_off_parts_keep_their_values_under_adamw) {
+    fixture f;
+    fixture_open(&f, true);
+    cr_assert_eq(xa_net_insert(f.net, "xadapter", "x", kinds[2].opts), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_insert(f.net, "bottleneck", "b", kinds[0].opts), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    xa_params *ps = xa_net_params(f.net);
+    xa_optim *opt = xa_optim_new(
+        f.ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 1e-2f, .weight_decay = 0.1f});
+    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
+    float **before = calloc(xa_params_count(ps), sizeof *before);
+    for (int step = 0; step < 6; step++) {
+        if (step == 3) { // V-expert and the bottleneck off; snapshot every parameter
+            cr_assert_eq(xa_net_activate(f.net, "x", (const char *[]){"t"}, 1), XA_OK);
+            cr_assert_eq(xa_net_activate(f.net, "b", NULL, 0), XA_OK);
+            for (size_t i = 0; i < xa_params_count(ps); i++)
+                before[i] = copy_of(xa_params_at(ps, i));
+        }
+        xa_arena_reset(f.ctx);
+        xa_tensor *loss = xa_mse(f.ctx, fixture_forward(&f), target);
+        cr_assert_eq(xa_backward(f.ctx, loss), XA_OK, "%s", xa_errmsg(f.ctx));
+        cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    }
+    int off = 0, moved = 0;
+    for (size_t i = 0; i < xa_params_count(ps); i++) {
+        const char *name = xa_params_name(ps, i);
+        xa_tensor *t = xa_params_at(ps, i);
+        bool same = !memcmp(t->data, before[i], (size_t)t->numel * sizeof(float));
+        char expert = 0; // x.l<layer>.<expert>.<param>
+        sscanf(name, "x.l%*d.%c.", &expert);
+        bool switched_off = !strncmp(name, "b.", 2) || expert == 'v';
+        if (switched_off) {
+            off++;
+            cr_expect(same, "%s changed while switched off", name);
+        } else {
+            moved += !same;
+        }
+        free(before[i]);
+    }
+    cr_expect_gt(off, 0);
+    cr_expect_gt(moved, 0, "the T-expert kept training");
+    free(before);
+    xa_tensor_release(target);
+    xa_optim_free(opt);
+    fixture_close(&f);
+}
+
 Test(adapters, save_then_load_gives_bit_identical_outputs) {
     for (size_t k = 0; k < NKINDS; k++) {
         fixture f;

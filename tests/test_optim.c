@@ -12,6 +12,12 @@ static void setup(void) { ctx = xa_ctx_new(); ps = xa_params_new(ctx); }
 static void teardown(void) { xa_params_free(ps); xa_ctx_free(ctx); }
 TestSuite(optim, .init = setup, .fini = teardown);
 
+// A gradient written by hand, as backward would write it (which also marks the parameter).
+static void grad(xa_tensor *t, float g) {
+    t->grad[0] = g;
+    t->flags |= XA_TENSOR_GRADED;
+}
+
 static xa_tensor *scalar_param(const char *name, int ndim, float value) {
     int64_t shape[2] = {1, 1};
     xa_tensor *t = xa_params_add(ps, name, ndim, shape, (xa_init){XA_INIT_ZERO, 0});
@@ -26,12 +32,12 @@ Test(optim, adamw_matches_hand_computed_steps) {
     xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f,
                                                             .weight_decay = 0.01f});
     cr_assert_eq(xa_params_pack(ps), XA_OK);
-    w->grad[0] = 0.5f, b->grad[0] = -0.25f;
+    grad(w, 0.5f), grad(b, -0.25f);
     cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
     cr_expect_float_eq(w->data[0], 0.899f, 1e-6);  // 1*(1-0.1*0.01) - 0.1*0.5/0.5
     cr_expect_float_eq(b->data[0], 2.1f, 1e-6);    // no decay, - 0.1*(-0.25)/0.25
     cr_expect_eq(w->grad[0], 0.0f, "step zeroes gradients");
-    w->grad[0] = 0.5f;
+    grad(w, 0.5f);
     cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
     cr_expect_float_eq(w->data[0], 0.798101f, 1e-6); // 0.899*0.999 - 0.1
     cr_expect_eq(xa_optim_steps(opt), 2);
@@ -45,7 +51,7 @@ Test(optim, adamw_without_bias_correction_is_bertadam) {
     xa_optim *opt = xa_optim_new(
         ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f, .no_bias_correction = true});
     cr_assert_eq(xa_params_pack(ps), XA_OK);
-    w->grad[0] = 0.5f;
+    grad(w, 0.5f);
     cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
     cr_expect_float_eq(w->data[0], 1.0f - 0.1f * 0.1f / sqrtf(0.001f), 1e-5, "w = %.7f",
                        (double)w->data[0]);
@@ -57,10 +63,10 @@ Test(optim, sgd_with_momentum_and_nesterov) {
     xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 0.1f,
                                                             .momentum = 0.9f});
     xa_params_pack(ps);
-    w->grad[0] = 1.0f;
+    grad(w, 1.0f);
     xa_optim_step(opt, -1, 1.0f); // buf = 1, w = 1 - 0.1
     cr_expect_float_eq(w->data[0], 0.9f, 1e-6);
-    w->grad[0] = 1.0f;
+    grad(w, 1.0f);
     xa_optim_step(opt, -1, 1.0f); // buf = 1.9, w = 0.9 - 0.19
     cr_expect_float_eq(w->data[0], 0.71f, 1e-6);
     xa_optim_free(opt);
@@ -71,7 +77,7 @@ Test(optim, clipping_scales_to_the_global_norm) {
     xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 1.0f,
                                                             .clip_norm = 1.0f});
     xa_params_pack(ps);
-    a->grad[0] = 3.0f, b->grad[0] = 4.0f; // norm 5 -> scaled by 1/5
+    grad(a, 3.0f), grad(b, 4.0f); // norm 5 -> scaled by 1/5
     xa_optim_step(opt, -1, 1.0f);
     cr_expect_float_eq(xa_optim_grad_norm(opt), 5.0f, 1e-6);
     cr_expect_float_eq(a->data[0], -0.6f, 1e-5);
@@ -83,7 +89,7 @@ Test(optim, accumulation_with_grad_scale_equals_one_big_batch) {
     xa_tensor *a = scalar_param("a", 2, 1.0f);
     xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 1.0f});
     xa_params_pack(ps);
-    a->grad[0] += 0.2f; // two micro-batches accumulate
+    grad(a, 0.2f); // two micro-batches accumulate
     a->grad[0] += 0.4f;
     xa_optim_step(opt, -1, 0.5f); // mean of the two
     cr_expect_float_eq(a->data[0], 0.7f, 1e-6);
@@ -95,11 +101,79 @@ Test(optim, frozen_parameters_keep_their_values) {
     xa_params_set_trainable(ps, 1, false);
     xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f});
     xa_params_pack(ps);
-    a->grad[0] = 1.0f, b->grad[0] = 1.0f;
+    grad(a, 1.0f), grad(b, 1.0f);
     xa_optim_step(opt, -1, 1.0f);
     cr_expect_neq(a->data[0], 1.0f);
     cr_expect_eq(b->data[0], 1.0f);
     cr_expect_eq(xa_params_numel(ps, true), 1);
+    xa_optim_free(opt);
+}
+
+// PyTorch skips a parameter whose gradient is None: a switched-off adapter or head keeps its
+// values (no weight decay, no leftover momentum), and its first real step is its step 1.
+Test(optim, parameters_without_a_gradient_are_not_touched) {
+    xa_tensor *a = scalar_param("a", 2, 1.0f), *b = scalar_param("b", 2, 1.0f);
+    xa_optim *opt = xa_optim_new(
+        ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f, .weight_decay = 0.5f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    grad(a, 1.0f), grad(b, 1.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK); // both move; b has momentum now
+    float b_after = b->data[0];
+    cr_expect_neq(b_after, 1.0f);
+    for (int i = 0; i < 3; i++) { // b switched off: backward never reaches it
+        grad(a, 1.0f);
+        cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    }
+    cr_expect_eq(b->data[0], b_after, "b drifted to %.7f", (double)b->data[0]);
+    cr_expect_eq(xa_optim_steps(opt), 4);
+    size_t n;
+    const int64_t *steps = xa_optim_param_steps(opt, &n);
+    cr_assert(steps && n == 2);
+    cr_expect(steps[0] == 4 && steps[1] == 1);
+
+    // c joins at step 5: bias-corrected as a first step, w -= lr * (1 + wd): 1 - 0.1 - 0.05
+    xa_tensor *c = scalar_param("c", 2, 1.0f);
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    grad(a, 1.0f), grad(c, 2.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(c->data[0], 1.0f * (1.0f - 0.1f * 0.5f) - 0.1f, 1e-6, "c = %.7f",
+                       (double)c->data[0]);
+    xa_optim_free(opt);
+}
+
+Test(optim, backward_marks_the_parameters_it_reaches) {
+    xa_tensor *w = scalar_param("w", 2, 2.0f), *unused = scalar_param("unused", 2, 3.0f);
+    xa_optim *opt = xa_optim_new(
+        ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 0.5f, .weight_decay = 0.1f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    int64_t shape[2] = {1, 1};
+    xa_tensor *x = xa_tensor_arena(ctx, 2, shape, true);
+    x->data[0] = 1.0f;
+    xa_tensor *loss = xa_sum(ctx, xa_matmul(ctx, x, w, false, false));
+    cr_assert_eq(xa_backward(ctx, loss), XA_OK, "%s", xa_errmsg(ctx));
+    cr_expect(w->flags & XA_TENSOR_GRADED);
+    cr_expect(!(unused->flags & XA_TENSOR_GRADED));
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(w->data[0], 2.0f - 0.5f * (1.0f + 0.1f * 2.0f), 1e-6);
+    cr_expect_eq(unused->data[0], 3.0f, "no decay without a gradient");
+    cr_expect(!(w->flags & XA_TENSOR_GRADED), "the step clears the mark");
+    xa_optim_free(opt);
+}
+
+// 0 is a real beta (beta1 = 0: RMSprop-like); only an all-zero struct means "defaults".
+Test(optim, a_zero_beta_is_kept) {
+    xa_tensor *w = scalar_param("w", 2, 1.0f);
+    xa_optim *opt = xa_optim_new(
+        ctx, ps,
+        &(xa_optim_opts){
+            .kind = XA_OPTIM_ADAMW, .lr = 0.1f, .beta1 = 0.0f, .beta2 = 0.5f, .eps = 1e-8f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    grad(w, 1.0f);
+    xa_optim_step(opt, -1, 1.0f); // m = 1, v = 0.5 -> v_hat 1: w -= 0.1
+    grad(w, -1.0f);
+    xa_optim_step(opt, -1, 1.0f); // m = -1 (beta1 0), v = 1 -> v_hat 1/0.75*0.75 = 1: w += 0.1
+    cr_expect_float_eq(w->data[0], 1.0f, 1e-6, "w = %.7f (beta1 0.9 would give %.7f)",
+                       (double)w->data[0], 0.9 + 0.1 * 0.0526);
     xa_optim_free(opt);
 }
 

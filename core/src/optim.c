@@ -137,7 +137,7 @@ void xa_params_set_trainable(xa_params *ps, size_t i, bool on) {
     if (on)
         ps->p[i].t->flags |= XA_TENSOR_TRAINABLE;
     else
-        ps->p[i].t->flags &= ~(uint32_t)XA_TENSOR_TRAINABLE;
+        ps->p[i].t->flags &= ~(uint32_t)(XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED);
 }
 
 void xa_params_set_decay(xa_params *ps, size_t i, bool on) {
@@ -148,6 +148,8 @@ void xa_params_set_decay(xa_params *ps, size_t i, bool on) {
 bool xa_params_decays(const xa_params *ps, size_t i) { return i < ps->n && ps->p[i].decay; }
 
 void xa_params_zero_grad(xa_params *ps) {
+    for (size_t i = 0; i < ps->n; i++)
+        ps->p[i].t->flags &= ~(uint32_t)XA_TENSOR_GRADED;
     if (ps->packed) {
         memset(ps->grads, 0, (size_t)ps->numel * sizeof(float));
         return;
@@ -229,7 +231,9 @@ struct xa_optim {
     float *m, *v;
     int64_t numel; // size the moments were made for
     uint64_t generation;
-    int64_t steps;
+    int64_t steps;        // updates made
+    int64_t *param_steps; // per parameter: the updates it took part in (Adam's bias correction)
+    size_t n_param_steps;
     float last_norm;
 };
 
@@ -238,12 +242,11 @@ xa_optim *xa_optim_new(xa_ctx *ctx, xa_params *ps, const xa_optim_opts *opts) {
     if (!opt)
         return NULL;
     opt->ctx = ctx, opt->ps = ps, opt->o = *opts;
-    if (opt->o.beta1 == 0.0f && opt->o.kind == XA_OPTIM_ADAMW)
-        opt->o.beta1 = 0.9f;
-    if (opt->o.beta2 == 0.0f)
+    if (opts->beta1 == 0.0f && opts->beta2 == 0.0f && opts->eps == 0.0f) { // left unset
+        opt->o.beta1 = opts->kind == XA_OPTIM_ADAMW ? 0.9f : 0.0f;
         opt->o.beta2 = 0.999f;
-    if (opt->o.eps == 0.0f)
         opt->o.eps = 1e-8f;
+    }
     return opt;
 }
 
@@ -252,6 +255,7 @@ void xa_optim_free(xa_optim *opt) {
         return;
     free(opt->m);
     free(opt->v);
+    free(opt->param_steps);
     free(opt);
 }
 
@@ -262,11 +266,19 @@ static xa_status ensure_state(xa_optim *opt) {
     if (st)
         return st;
     int64_t n = opt->ps->numel;
+    if (opt->n_param_steps < opt->ps->n) { // new parameters have taken no step yet
+        int64_t *ps = realloc(opt->param_steps, opt->ps->n * sizeof *ps);
+        if (!ps)
+            return xa_errorf(opt->ctx, XA_ENOMEM, "out of memory for the optimizer's state");
+        memset(ps + opt->n_param_steps, 0, (opt->ps->n - opt->n_param_steps) * sizeof *ps);
+        opt->param_steps = ps, opt->n_param_steps = opt->ps->n;
+    }
     if (n == opt->numel && opt->m && opt->generation == opt->ps->generation)
         return XA_OK;
     if (opt->generation != opt->ps->generation) { // offsets moved: moments start over
         free(opt->m), free(opt->v);
         opt->m = opt->v = NULL, opt->numel = 0;
+        memset(opt->param_steps, 0, opt->n_param_steps * sizeof *opt->param_steps);
         opt->generation = opt->ps->generation;
     }
     size_t bytes = (size_t)(n ? n : 1) * sizeof(float);
@@ -355,15 +367,20 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
     if (o->clip_norm > 0.0f && norm > o->clip_norm)
         clip = o->clip_norm / (norm + 1e-6f);
     opt->steps++;
-    float bc1 = o->no_bias_correction ? 1.0f : 1.0f - powf(o->beta1, (float)opt->steps);
-    float bc2_sqrt = o->no_bias_correction ? 1.0f : sqrtf(1.0f - powf(o->beta2, (float)opt->steps));
     for (size_t i = 0; i < ps->n; i++) {
         xa_tensor *t = ps->p[i].t;
-        if (!(t->flags & XA_TENSOR_TRAINABLE))
+        // A parameter that backward never reached (a switched-off adapter, expert or head) is
+        // left alone: no decay, no momentum, no step counted (PyTorch skips grad None).
+        if ((t->flags & (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED)) !=
+            (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED))
             continue;
+        t->flags &= ~(uint32_t)XA_TENSOR_GRADED;
         float *w = t->data, *g = t->grad, *m = opt->m + ps->p[i].offset;
         float wd = ps->p[i].decay ? o->weight_decay : 0.0f;
+        float step = (float)++opt->param_steps[i];
         if (o->kind == XA_OPTIM_ADAMW) { // zeroes the gradient as it goes
+            float bc1 = o->no_bias_correction ? 1.0f : 1.0f - powf(o->beta1, step);
+            float bc2_sqrt = o->no_bias_correction ? 1.0f : sqrtf(1.0f - powf(o->beta2, step));
             xa_adamw_k k = {.beta1 = o->beta1, .beta2 = o->beta2, .lr = lr, .wd = wd,
                             .step = lr / bc1, .bc2_sqrt = bc2_sqrt, .eps = o->eps,
                             .gscale = grad_scale * clip};
@@ -394,6 +411,13 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
 float xa_optim_grad_norm(const xa_optim *opt) { return opt->last_norm; }
 int64_t xa_optim_steps(const xa_optim *opt) { return opt->steps; }
 void xa_optim_set_steps(xa_optim *opt, int64_t steps) { opt->steps = steps; }
+
+int64_t *xa_optim_param_steps(xa_optim *opt, size_t *n) {
+    if (ensure_state(opt))
+        return NULL;
+    *n = opt->n_param_steps;
+    return opt->param_steps;
+}
 
 int64_t xa_optim_state(xa_optim *opt, float **m, float **v) {
     if (ensure_state(opt))

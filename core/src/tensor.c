@@ -207,6 +207,8 @@ static void arena_floats_free(xa_ctx *ctx, float *p, size_t bytes) {
 
 float *xa_tensor_grad_fresh(xa_ctx *ctx, xa_tensor *t, bool *fresh) {
     *fresh = false;
+    if (t->flags & XA_TENSOR_TRAINABLE) // every op's backward asks here for its inputs' gradient
+        t->flags |= XA_TENSOR_GRADED;
     if (t->grad)
         return t->grad;
     size_t bytes = (size_t)t->numel * sizeof(float);

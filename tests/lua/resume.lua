@@ -58,6 +58,27 @@ for _, at in ipairs({4, 8}) do
   H.eq(#r.evals, 3, "evaluations at steps 4, 8, 12")
 end
 
+-- An adapter switched off mid-run takes no steps (tests/test_adapters.c checks its values stay
+-- put); when it comes back its bias correction counts its own steps. Both survive a checkpoint:
+-- resumed inside the switched-off stretch, the losses are the uninterrupted run's.
+local function switching(extra, off)
+  local m = model()
+  if off then m:activate("bottleneck", "none") end -- as it was when the checkpoint was written
+  local o = {max_steps = 9, eval = nil, optim = xa.adamw{lr = 1e-2, weight_decay = 0.1},
+             on_step = function(i)
+               if i.step == 3 then m:activate("bottleneck", "none") end
+               if i.step == 6 then m:activate("bottleneck", "all") end
+             end}
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return run(m, o)
+end
+local sw = switching({checkpoint = {path = H.out .. "/sw-{step}.safetensors", every = 4}})
+local swr = switching({resume = H.out .. "/sw-4.safetensors"}, true)
+H.eq(#swr.losses, 5, "steps 5 to 9 (no log to take the earlier ones from)")
+for i = 5, 9 do
+  H.eq(swr.losses[i - 4], sw.losses[i], "switching run, step " .. i .. " resumed at 4")
+end
+
 -- the same with SGD momentum and a function objective
 local function sgd_run(extra)
   local o = {optim = xa.sgd{lr = 0.05, momentum = 0.9}, schedule = xa.schedule.linear{warmup = 0.2},

@@ -53,8 +53,8 @@ typedef enum xa_optim_kind { XA_OPTIM_ADAMW, XA_OPTIM_SGD } xa_optim_kind;
 typedef struct xa_optim_opts {
     xa_optim_kind kind;
     float lr;           // default learning rate when step gets lr < 0
-    float beta1, beta2; // AdamW; defaults 0.9, 0.999
-    float eps;          // AdamW; default 1e-8
+    float beta1, beta2; // AdamW; 0.9, 0.999 when betas and eps are all left 0
+    float eps;          // AdamW; 1e-8 when betas and eps are all left 0
     bool no_bias_correction; // AdamW without bias correction: BertAdam (LXMERT, XDBERT), and
                              // transformers' AdamW(correct_bias=False)
     float weight_decay; // AdamW: decoupled; SGD: L2 added to the gradient
@@ -65,11 +65,14 @@ typedef struct xa_optim_opts {
 
 typedef struct xa_optim xa_optim;
 
-// Defaults filled in for zero fields (betas, eps). The optimizer keeps a pointer to `ps`.
+// PyTorch's betas and eps when all three are 0 (a zero-initialised struct); once one is set,
+// all three are used as given (beta1 = 0 is a real choice). Keeps a pointer to `ps`.
 xa_optim *xa_optim_new(xa_ctx *ctx, xa_params *ps, const xa_optim_opts *opts);
 void xa_optim_free(xa_optim *opt);
 // One update from the accumulated gradients times `grad_scale` (1/k after k accumulated
-// backward passes), then zero the gradients. lr < 0 uses opts.lr.
+// backward passes), then zero the gradients. lr < 0 uses opts.lr. As PyTorch does for a
+// gradient of None, a parameter that no backward reached since the last step (an adapter,
+// expert or head switched off) is not touched: no weight decay, no momentum, no step counted.
 xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale);
 float xa_optim_grad_norm(const xa_optim *opt); // global norm before clipping, last step
 int64_t xa_optim_steps(const xa_optim *opt);
@@ -77,6 +80,10 @@ int64_t xa_optim_steps(const xa_optim *opt);
 // in m, v NULL). Valid until the parameter set changes.
 int64_t xa_optim_state(xa_optim *opt, float **m, float **v);
 void xa_optim_set_steps(xa_optim *opt, int64_t steps);
+// Per parameter (in the set's order), the updates it took part in: AdamW's bias correction
+// counts these, as PyTorch keeps a step per parameter. Writable, for checkpoints; NULL on
+// failure.
+int64_t *xa_optim_param_steps(xa_optim *opt, size_t *n);
 
 #ifdef __cplusplus
 }

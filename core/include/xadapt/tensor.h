@@ -46,13 +46,16 @@ xa_buffer *xa_buffer_retain(xa_buffer *b);
 void xa_buffer_release(xa_buffer *b);
 
 enum {
-    XA_TENSOR_TRAINABLE = 1u << 0, // a parameter the optimizer updates
-    XA_TENSOR_NEEDS_GRAD = 1u << 1, // backward must produce a gradient for it
-    XA_TENSOR_ARENA = 1u << 2,      // struct and data live in the step arena
-    XA_TENSOR_READONLY = 1u << 3,   // data is a read-only mapping (frozen weights)
+    XA_TENSOR_TRAINABLE = 1u << 0,       // a parameter the optimizer updates
+    XA_TENSOR_NEEDS_GRAD = 1u << 1,      // backward must produce a gradient for it
+    XA_TENSOR_ARENA = 1u << 2,           // struct and data live in the step arena
+    XA_TENSOR_READONLY = 1u << 3,        // data is a read-only mapping (frozen weights)
     XA_TENSOR_OWNS_ARENA_DATA = 1u << 4, // data is its own arena allocation (not a view)
-    XA_TENSOR_PINNED = 1u << 5,     // seen or made by an adapter hook: kept to the arena reset
-    XA_TENSOR_MARK = 1u << 6,       // scratch bit of tape scans; clear outside them
+    XA_TENSOR_PINNED = 1u << 5,          // seen or made by an adapter hook: kept to the arena reset
+    XA_TENSOR_MARK = 1u << 6,            // scratch bit of tape scans; clear outside them
+    // A trainable parameter backward gave a gradient since the last optimizer step (the step
+    // leaves the others alone, as PyTorch does; set it when writing a gradient by hand).
+    XA_TENSOR_GRADED = 1u << 7,
 };
 
 typedef struct xa_node xa_node;
