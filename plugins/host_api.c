@@ -176,6 +176,19 @@ static bool active(xa_adapter *a, const char *sub) {
     return false;
 }
 
+static int without(xa_adapter *a, const char *sub) {
+    if (!a->creating)
+        return xa_errorf(ctx_of(a), XA_ESTATE, "%s: without is only allowed in create", a->name);
+    for (int i = 0; a->cls->submodules && i < a->nsub; i++)
+        if (!strcmp(a->cls->submodules[i], sub)) {
+            a->built &= ~(1u << i);
+            a->active &= ~(1u << i);
+            return XA_OK;
+        }
+    return xa_errorf(ctx_of(a), XA_EINVAL, "%s: class %s has no sub-module '%s'", a->name,
+                     a->cls->name, sub);
+}
+
 static xa_tensor *param(xa_adapter *a, const char *name, int ndim, const int64_t *shape, int init,
                         float scale) {
     if (!a->creating) {
@@ -322,6 +335,7 @@ static const xa_host_api host = {
     .buffer = buffer,
     .buffer_free = buffer_free,
     .replace = replace,
+    .without = without,
 };
 
 const xa_host_api *xa_host_api_get(void) { return &host; }
@@ -361,7 +375,7 @@ xa_adapter *xa_adapter_create(xa_ctx *ctx, xa_net *net, const xa_adapter_class *
     a->opts_json = opts ? cJSON_PrintUnformatted(opts) : xa_strdup(ctx, "{}");
     while (cls->submodules && cls->submodules[a->nsub] && a->nsub < XA_MAX_SUBMODULES)
         a->nsub++;
-    a->active = a->nsub ? (1u << a->nsub) - 1 : 0;
+    a->active = a->built = a->nsub ? (1u << a->nsub) - 1 : 0;
     if (!a->name || !a->opts_json) {
         xa_adapter_destroy(a);
         return NULL;

@@ -226,6 +226,49 @@ Test(adapters, unknown_classes_and_options_list_the_valid_ones) {
     fixture_close(&f);
 }
 
+// Out-of-range numbers are refused when the adapter is inserted, not at the first forward (or
+// never: an X-adapter used to swallow its expert's failure and pass the stream through).
+Test(adapters, probabilities_and_scales_are_checked_at_insert) {
+    fixture f;
+    fixture_open(&f, true);
+    const char *bad[][2] = {
+        {"bottleneck", "{\"dropout\": 2}"},
+        {"bottleneck", "{\"init_scale\": -1}"},
+        {"xadapter", "{\"layers\": [1], \"dim\": 8, \"heads\": 2, \"dropout\": 1.5}"},
+        {"xadapter", "{\"layers\": [1], \"dim\": 8, \"heads\": 2, \"dropout\": -0.1}"},
+        {"lora", "{\"dropout\": 1}"},
+        {"kadapter", "{\"taps\": [0], \"size\": 8, \"heads\": 2, \"dropout\": 1}"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(xa_net_insert(f.net, bad[i][0], NULL, bad[i][1]), XA_EINVAL, "%s %s",
+                     bad[i][0], bad[i][1]);
+        cr_expect(strstr(xa_errmsg(f.ctx), bad[i][0]) &&
+                      (strstr(xa_errmsg(f.ctx), "[0, 1)") || strstr(xa_errmsg(f.ctx), ">= 0")),
+                  "%s", xa_errmsg(f.ctx));
+    }
+    cr_expect_eq(xa_net_adapter_count(f.net), 0);
+    fixture_close(&f);
+}
+
+// An expert that fails (here: text features of the wrong width) fails the forward with its
+// message; it is not skipped as if it were switched off.
+Test(adapters, a_failing_expert_fails_the_forward) {
+    fixture f;
+    fixture_open(&f, true);
+    cr_assert_eq(xa_net_insert(f.net, "xadapter", "x",
+                               "{\"layers\": [1], \"dim\": 8, \"heads\": 2, "
+                               "\"experts\": [\"t\"], \"dropout\": 0}"),
+                 XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_tensor *right = f.feats.text_tokens;
+    f.feats.text_tokens = rand_tensor(f.ctx, 2, 4, right->shape[2] + 3, 0);
+    xa_arena_reset(f.ctx);
+    cr_expect_null(fixture_forward(&f), "the forward went through without the T-expert");
+    cr_expect(xa_errmsg(f.ctx)[0] != '\0');
+    xa_tensor_release(f.feats.text_tokens);
+    f.feats.text_tokens = right;
+    fixture_close(&f);
+}
+
 Test(adapters, loading_onto_another_base_is_refused_unless_forced) {
     fixture f;
     fixture_open(&f, false);

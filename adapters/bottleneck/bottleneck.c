@@ -57,7 +57,11 @@ static int create(xa_adapter *a, const xa_opts *o) {
         return H->errorf(ctx, -1, "non_linearity must be gelu, gelu_new, quick_gelu, tanh, "
                                   "sigmoid or relu");
     b->dropout = (float)H->opt_num(o, "dropout", 0.0);
+    if (!(b->dropout >= 0 && b->dropout < 1))
+        return H->errorf(ctx, -1, "dropout %g is outside [0, 1)", (double)b->dropout);
     float init = (float)H->opt_num(o, "init_scale", 0.02);
+    if (!(init >= 0 && init < 1e30f))
+        return H->errorf(ctx, -1, "init_scale %g must be a finite number >= 0", (double)init);
     int64_t layers[256];
     int n = H->opt_ints(o, "layers", layers, 256);
     if (n < 0) // default: every block

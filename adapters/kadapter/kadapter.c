@@ -118,7 +118,7 @@ static int create(xa_adapter *a, const xa_opts *o) {
     ka->eps = (float)H->opt_num(o, "eps", 1e-5);
     ka->mask = H->opt_bool(o, "mask", false);
     float init = (float)H->opt_num(o, "init_range", 0.0002);
-    if (ka->dropout < 0 || ka->dropout >= 1 || ka->eps <= 0 || init < 0)
+    if (!(ka->dropout >= 0 && ka->dropout < 1) || !(ka->eps > 0) || !(init >= 0))
         return H->errorf(ctx, -1, "dropout must be in [0, 1), eps positive, init_range >= 0");
     int64_t hid = dm->hidden;
     for (int k = 0; k < n; k++) {

@@ -43,7 +43,7 @@ static int create(xa_adapter *a, const xa_opts *o) {
         return H->errorf(ctx, -1, "rank must be positive, got %lld", (long long)rank);
     lo->scale = (float)(alpha / (double)rank);
     lo->dropout = (float)H->opt_num(o, "dropout", 0.0);
-    if (lo->dropout < 0 || lo->dropout >= 1)
+    if (!(lo->dropout >= 0 && lo->dropout < 1))
         return H->errorf(ctx, -1, "dropout %g is outside [0, 1)", (double)lo->dropout);
     bool want[NTARGET] = {false};
     const char *tg[NTARGET + 1];

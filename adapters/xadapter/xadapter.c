@@ -128,6 +128,8 @@ static int create(xa_adapter *a, const xa_opts *o) {
     if (x->ln < 0)
         return H->errorf(ctx, -1, "ln = '%s': use pre, post or none", ln);
     x->dropout = (float)H->opt_num(o, "dropout", 0.1);
+    if (!(x->dropout >= 0 && x->dropout < 1))
+        return H->errorf(ctx, -1, "dropout %g is outside [0, 1)", (double)x->dropout);
     const char *combine = H->opt_str(o, "combine", "sum");
     if (strcmp(combine, "sum") && strcmp(combine, "gate"))
         return H->errorf(ctx, -1, "combine = '%s': use sum or gate", combine);
@@ -148,7 +150,12 @@ static int create(xa_adapter *a, const xa_opts *o) {
             return H->errorf(ctx, -1, "experts: a list of \"v\" and \"t\"");
         x->has[ex[i][0] == 'v' ? V : T] = true;
     }
+    for (int e = 0; e < NEXPERT; e++)
+        if (!x->has[e] && H->without(a, e == V ? "v" : "t") != 0)
+            return -1;
     float init = (float)H->opt_num(o, "init_scale", 0.02);
+    if (!(init >= 0 && init < 1e30f))
+        return H->errorf(ctx, -1, "init_scale %g must be a finite number >= 0", (double)init);
     x->experts = calloc((size_t)n * NEXPERT, sizeof *x->experts);
     if (!x->experts)
         return H->errorf(ctx, -2, "out of memory");
@@ -197,6 +204,7 @@ static xa_tensor *forward(xa_adapter *a, const xa_site_args *s) {
     if (slot < 0)
         return s->h;
     xa_tensor *sum = NULL;
+    bool ran = false;
     for (int e = 0; e < NEXPERT; e++) {
         if (!x->has[e] || !H->active(a, e == V ? "v" : "t"))
             continue; // an expert that is off costs nothing and changes nothing
@@ -215,10 +223,13 @@ static xa_tensor *forward(xa_adapter *a, const xa_site_args *s) {
         }
         xa_tensor *q = x->parallel ? s->x : s->h; // beside the FFN it reads what the FFN reads
         xa_tensor *z = run_expert(ctx, x, &x->experts[slot * NEXPERT + e], q, feats, fmask);
-        sum = sum ? H->add(ctx, sum, z) : z;
+        sum = ran ? H->add(ctx, sum, z) : z;
+        ran = true;
     }
-    if (!sum)
+    if (!ran) // no expert on: the stream as it was
         return s->h;
+    if (!sum) // an expert failed: its error stands
+        return NULL;
     xa_tensor *out = H->add(ctx, s->h, sum);
     if (x->ln == 1) { // post-LN placement normalises the rewritten stream
         const expert *ex = &x->experts[slot * NEXPERT + (x->has[V] ? V : T)];

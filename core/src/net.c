@@ -394,7 +394,7 @@ xa_status xa_net_activate(xa_net *n, const char *name, const char *const *names,
     if (!a)
         return unknown_adapter(n, name);
     if (count < 0 || (a->nsub == 0 && count == 0)) { // all on / a class without sub-modules off
-        a->active = a->nsub ? (1u << a->nsub) - 1 : 0;
+        a->active = a->built;
         a->disabled = count == 0;
         return XA_OK;
     }
@@ -407,13 +407,19 @@ xa_status xa_net_activate(xa_net *n, const char *name, const char *const *names,
         if (k == a->nsub) {
             char list[256] = "";
             for (int j = 0; j < a->nsub; j++) {
-                if (j)
+                if (!((a->built >> j) & 1u))
+                    continue;
+                if (list[0])
                     strncat(list, ", ", sizeof list - strlen(list) - 1);
                 strncat(list, a->cls->submodules[j], sizeof list - strlen(list) - 1);
             }
             return xa_errorf(n->ctx, XA_EINVAL, "%s '%s' has no sub-module '%s' (it has: %s)",
                              a->cls->name, a->name, names[i], list[0] ? list : "none");
         }
+        if (!((a->built >> k) & 1u))
+            return xa_errorf(n->ctx, XA_EINVAL,
+                             "%s '%s' was inserted without sub-module '%s' (its options: %s)",
+                             a->cls->name, a->name, names[i], a->opts_json);
         mask |= 1u << k;
     }
     a->active = mask;

@@ -36,6 +36,7 @@ struct xa_adapter {
     void *state;
     xa_dims dims;
     uint32_t active;      // bit i: submodule i active; all submodules start active
+    uint32_t built;       // bit i: the instance has submodule i (a plugin may leave some out)
     int nsub;
     xa_attachment *sites;
     int nsites;

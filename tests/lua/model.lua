@@ -114,6 +114,16 @@ H.raises(function() m:activate("xadapter", 3) end, "bad argument #2 to 'activate
 local ok, msg = pcall(m.activate, m, "xadapter", 3) -- no call-site name: found as a method of m
 H.check(not ok and msg:find("bad argument #2 to 'activate'", 1, true), "method named: %s", msg)
 -- a class without sub-modules is on ("all") or off ("none") as a whole
+-- an X-adapter built with the T-expert alone has no V-expert to switch on or list
+local mt = xa.model{plm = plm, vlm = vlm}
+mt:insert("xadapter", {name = "xt", experts = {"t"}, layers = {1}, dim = 8, heads = 2})
+H.eq(mt:active("xt"), "t", "only the expert it was built with")
+H.raises(function() mt:activate("xt", {"v"}) end, "xadapter 'xt' was inserted without sub-module 'v'",
+         "\"experts\":[\"t\"]")
+H.eq(mt:active("xt"), "t", "a refused activate changes nothing")
+H.eq(mt:activate("xt", "none"), "none", "off")
+H.eq(mt:activate("xt", "all"), "t", "all = the built ones")
+H.raises(function() mt:activate("xt", {"x"}) end, "no sub-module 'x' (it has: t)")
 H.eq(m:active("bn"), "all", "a bottleneck is on once inserted")
 H.eq(m:activate("bn", "none"), "none", "switched off")
 H.eq(m:adapters()[2].active, "none", "m:adapters() says so too")

@@ -15,7 +15,7 @@ extern "C" {
 
 // Major changes break plugins (a field removed or reordered); minor ones only append.
 #define XA_ABI_MAJOR 1
-#define XA_ABI_MINOR 0
+#define XA_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define XA_PLUGIN_EXPORT __attribute__((visibility("default")))
@@ -180,6 +180,11 @@ typedef struct xa_host_api {
     // args->h == NULL: the adapter computes the projection from args->x itself. One adapter per
     // projection.
     int (*replace)(xa_adapter *a, int layer, int at, bool on);
+
+    // -- since ABI 1.1 --
+    // In create: this instance is built without sub-module `name` of its class (X-adapter with
+    // experts = {"t"}): m:activate refuses it and m:active does not list it.
+    int (*without)(xa_adapter *a, const char *submodule);
 } xa_host_api;
 
 // One adapter class. Strings and arrays must live as long as the plugin is loaded.
