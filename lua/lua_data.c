@@ -57,10 +57,16 @@ static void push_ints(lua_State *L, const int32_t *v, int64_t n) {
 static int tokenizer_encode(lua_State *L) {
     xl_tokenizer *t = xl_check_tokenizer(L, 1);
     const char *text = luaL_checkstring(L, 2);
-    int opts = 3;
+    int opts = 3; // tok:encode(text, opts), tok:encode(text, pair, opts), tok:encode(text, nil, opts)
     const char *pair = NULL;
     if (lua_type(L, 3) == LUA_TSTRING)
         pair = lua_tostring(L, 3), opts = 4;
+    else if (lua_isnil(L, 3) && lua_gettop(L) >= 4)
+        opts = 4;
+    else if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
+        return xl_argerror(L, 3, "a pair text (string) or the options (table)");
+    if (lua_gettop(L) > opts)
+        return xl_argerror(L, opts + 1, "nothing (tok:encode(text[, pair][, opts]))");
     xl_check_opts(L, opts, "tok:encode", encode_keys, true);
     xa_encode_opts o = {0};
     if (lua_istable(L, opts)) {

@@ -13,7 +13,7 @@ local function warmup_steps(fname, w, total)
     U.raise("%s: warmup must be a number of steps (>= 1) or a ratio of the run (< 1), got %s",
             fname, tostring(w))
   end
-  if w < 1 then return math.floor(w * total + 0.5) end
+  if w < 1 then return math.ceil(total * w) end -- TrainingArguments.get_warmup_steps
   return math.floor(w)
 end
 

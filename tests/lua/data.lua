@@ -131,6 +131,10 @@ H.eq(tok:token(ids[3]), "sky", "token")
 H.eq(tok:id("not-a-token"), nil, "unknown token")
 H.eq(#tok:encode("a b c d e", {max_length = 4}), 4, "max_length")
 H.raises(function() tok:encode("a", {max_len = 4}) end, "unknown option 'max_len'")
+H.eq(#tok:encode("a b c d e", nil, {max_length = 4}), 4, "no pair, then the options")
+H.eq(#tok:encode("a b c", "d e", {max_length = 4}), 4, "a pair, then the options")
+H.raises(function() tok:encode("a", 5) end, "bad argument #2", "a pair text (string) or the options")
+H.raises(function() tok:encode("a", "b", {}, {}) end, "bad argument #4")
 H.fails(function() return xa.tokenizer(H.out) end)
 
 -- batches: padding and masks from the tokenizer, labels, images

@@ -26,6 +26,11 @@ H.near(l(100, total), 0.0, 1e-12, "linear end")
 local lr = S.linear{warmup = 0.1}
 H.near(lr(5, total), 0.5, 1e-12, "linear warmup ratio")
 H.near(lr(5, 200), 0.25, 1e-12, "ratio scales with the run")
+-- a ratio is rounded up, as transformers' get_warmup_steps: ceil(120 * 0.06) = 8 (not 7),
+-- ceil(3 * 0.1) = 1 (not 0)
+local r6 = S.linear{warmup = 0.06}
+H.near(r6(1, 120), 1 / 8, 1e-12, "ratio 0.06 of 120 updates: 8 warmup steps")
+H.near(S.linear{warmup = 0.1}(0, 3), 0.0, 1e-12, "ratio 0.1 of 3 updates: 1 warmup step")
 -- min: decays to min instead of 0
 local lm = S.linear{min = 0.1}
 H.near(lm(100, total), 0.1, 1e-12, "linear min")
