@@ -643,6 +643,13 @@ static int model_head(lua_State *L) {
         return xl_raise(L, "m:head('%s'): a classify head needs classes = 2 or more", name);
     if (kind == 2 && o.choices < 2)
         return xl_raise(L, "m:head('%s'): a choice head needs choices = 2 or more", name);
+    bool has_classes = lua_getfield(L, 3, "classes") != LUA_TNIL;
+    bool has_choices = lua_getfield(L, 3, "choices") != LUA_TNIL;
+    lua_pop(L, 2);
+    if ((kind != 0 && has_classes) || (kind != 2 && has_choices))
+        return xl_raise(L, "m:head('%s'): %s is for %s heads (this one is %s)", name,
+                        has_classes && kind != 0 ? "classes" : "choices",
+                        has_classes && kind != 0 ? "classify" : "choice", head_kinds[kind]);
     if (kind == 4 && dim <= 0)
         return xl_raise(L, "m:head('%s'): a project head needs dim = its output size", name);
     if (kind != 4 && dim != 0)
@@ -650,7 +657,7 @@ static int model_head(lua_State *L) {
                         "m:head('%s'): dim is for project heads (use classes = for "
                         "classify)",
                         name);
-    if (o.dropout < 0 || o.dropout >= 1)
+    if (!(o.dropout >= 0 && o.dropout < 1))
         return xl_raise(L, "m:head('%s'): dropout must be in [0, 1)", name);
 
     xl_head *h = lua_newuserdatauv(L, sizeof *h, 1);

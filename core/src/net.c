@@ -445,19 +445,19 @@ const char *xa_net_active(xa_net *n, const char *name) {
 
 xa_status xa_net_freeze(xa_net *n, const char *pattern, bool frozen, int *matched) {
     int hits = 0;
+    for (size_t i = 0; i < xa_params_count(n->params); i++)
+        if (!fnmatch(pattern, xa_params_name(n->params, i), 0)) {
+            xa_params_set_trainable(n->params, i, !frozen);
+            hits++;
+        }
     if (!fnmatch(pattern, "plm.x", 0) || !fnmatch(pattern, "vlm.x", 0)) {
-        if (!frozen)
+        if (!frozen && hits == 0) // "*" unfreezes what can be; "plm.*" alone asks the impossible
             return xa_errorf(n->ctx, XA_EINVAL,
                              "'%s': the PLM and VLM are frozen bases and stay frozen (adapters, "
                              "LoRA and heads are how they adapt)",
                              pattern);
         hits++; // they are frozen already
     }
-    for (size_t i = 0; i < xa_params_count(n->params); i++)
-        if (!fnmatch(pattern, xa_params_name(n->params, i), 0)) {
-            xa_params_set_trainable(n->params, i, !frozen);
-            hits++;
-        }
     if (matched)
         *matched = hits;
     return XA_OK;

@@ -225,7 +225,12 @@ local function setup(fname, o, data)
   if obj == "mlm" then mlm = mlm or 0.15 end
   run.mlm = mlm
   run.max_length = U.check_type(fname, "max_length", o.max_length or 128, "integer")
-  run.dropout = o.dropout or 0
+  if run.max_length < 1 then U.raise("%s: max_length must be >= 1, got %d", fname, run.max_length) end
+  run.dropout = U.check_type(fname, "dropout", o.dropout or 0, "number")
+  if not (run.dropout >= 0 and run.dropout < 1) then
+    U.raise("%s: dropout must be in [0, 1), got %s", fname, tostring(run.dropout))
+  end
+  U.check_type(fname, "cache_dir", o.cache_dir, "string", true)
   run.features = T.features(fname, m, data.examples, data:has_images(), o.features, o.cache_dir)
   if obj == "distill" and not run.features.texts then
     U.raise("%s: distillation needs the teacher's text features (features.texts)", fname)
@@ -352,9 +357,10 @@ local eval_keys = {"model", "data", "objective", "head", "metrics", "batch", "fe
 -- xa.evaluate{model=, data=, objective=, head=, metrics=, batch=, features=, ...} -> results
 function xa.evaluate(o)
   U.check_opts("xa.evaluate", o, eval_keys)
+  local batch = U.check_positive("xa.evaluate", "batch", o.batch or 32)
   local run = setup("xa.evaluate", o, o.data)
   local metrics = check_metrics("xa.evaluate", run, o.metrics)
-  return evaluate(run, metrics, U.check_type("xa.evaluate", "batch", o.batch or 32, "integer"))
+  return evaluate(run, metrics, batch)
 end
 
 -- --- logging ---------------------------------------------------------------------------------
@@ -447,9 +453,17 @@ function xa.train(o)
   U.check_opts(fname, o, train_keys)
   local run = setup(fname, o, o.data)
   local m, data = run.model, run.data
-  local batch = U.check_type(fname, "batch", o.batch or 16, "integer")
-  local accumulate = U.check_type(fname, "accumulate", o.accumulate or 1, "integer")
-  if batch < 1 or accumulate < 1 then U.raise("%s: batch and accumulate must be >= 1", fname) end
+  local batch = U.check_positive(fname, "batch", o.batch or 16)
+  local accumulate = U.check_positive(fname, "accumulate", o.accumulate or 1)
+  for _, key in ipairs({"shuffle", "bucket", "progress", "summary"}) do
+    U.check_type(fname, key, o[key], "boolean", true)
+  end
+  U.check_type(fname, "log", o.log, "string", true)
+  U.check_type(fname, "name", o.name, "string", true)
+  U.check_type(fname, "on_step", o.on_step, "function", true)
+  if o.plot ~= nil and o.plot ~= false and type(o.plot) ~= "string" then
+    U.raise("%s: plot must be a path or false, got %s", fname, tostring(o.plot))
+  end
   local clip = o.clip or 0
   if type(clip) ~= "number" or clip < 0 then U.raise("%s: clip must be a number >= 0", fname) end
   local optim = o.optim or xa.adamw{}
@@ -461,14 +475,8 @@ function xa.train(o)
     U.raise("%s: schedule must be xa.schedule.<name>{...} or a function(step, total)", fname)
   end
   if o.epochs == nil and o.max_steps == nil then o = U.copy(o); o.epochs = 1 end
-  -- the frozen-prefix cache (on by default in xa.model; used only while exact: no base dropout)
-  if o.prefix_cache ~= nil then o.model:prefix_cache(o.prefix_cache) end
-  local prefix_before = o.model:prefix_cache()
-  local epochs = o.epochs and U.check_type(fname, "epochs", o.epochs, "integer")
-  local max_steps = o.max_steps and U.check_type(fname, "max_steps", o.max_steps, "integer")
-  if (epochs and epochs < 1) or (max_steps and max_steps < 1) then
-    U.raise("%s: epochs and max_steps must be >= 1", fname)
-  end
+  local epochs = o.epochs and U.check_positive(fname, "epochs", o.epochs)
+  local max_steps = o.max_steps and U.check_positive(fname, "max_steps", o.max_steps)
   local nbatches = (#data + batch - 1) // batch
   local per_epoch = (nbatches + accumulate - 1) // accumulate
   local total = epochs and epochs * per_epoch or max_steps
@@ -485,8 +493,8 @@ function xa.train(o)
       features = o.features, cache_dir = o.cache_dir, max_length = o.max_length, mlm = o.mlm,
       distill = o.distill}, ev.data)
     metrics = check_metrics(fname .. ": eval", run, ev.metrics)
-    eval_every = ev.every and U.check_type(fname, "eval.every", ev.every, "integer")
-    eval_batch = U.check_type(fname, "eval.batch", ev.batch or batch * 2, "integer")
+    eval_every = ev.every and U.check_positive(fname, "eval.every", ev.every)
+    eval_batch = U.check_positive(fname, "eval.batch", ev.batch or batch * 2)
   end
   local es = o.early_stop and U.copy(U.check_opts(fname .. ": early_stop", o.early_stop,
                                                   {"metric", "patience", "mode"}))
@@ -501,17 +509,21 @@ function xa.train(o)
     end
     es.mode = es.mode or (M.higher_is_better(es.metric) and "max" or "min")
     U.check_enum(fname, "early_stop.mode", es.mode, {"max", "min"})
-    es.patience = U.check_type(fname, "early_stop.patience", es.patience or 3, "integer")
+    es.patience = U.check_positive(fname, "early_stop.patience", es.patience or 3)
   end
   local ck = o.checkpoint and U.copy(U.check_opts(fname .. ": checkpoint", o.checkpoint,
                                                   {"path", "every"}))
   if ck then
     U.check_type(fname, "checkpoint.path", ck.path, "string")
-    ck.every = ck.every and U.check_type(fname, "checkpoint.every", ck.every, "integer")
+    ck.every = ck.every and U.check_positive(fname, "checkpoint.every", ck.every)
   end
 
   -- seeds: the context's RNG (dropout, masking, new parameters) and the data order
   local seed = o.seed and U.check_type(fname, "seed", o.seed, "integer")
+  U.check_type(fname, "resume", o.resume, "string", true)
+  -- the frozen-prefix cache (on by default in xa.model; used only while exact: no base dropout)
+  if o.prefix_cache ~= nil then o.model:prefix_cache(o.prefix_cache) end
+  local prefix_before = o.model:prefix_cache()
   if seed then xa.seed(seed) end
   local state = {step = 0, epoch = 1, next_batch = 1, bad = 0, shuffle_seed = seed or 1234}
 

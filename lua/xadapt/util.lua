@@ -73,6 +73,13 @@ function U.check_type(fname, key, value, want, optional)
   return value
 end
 
+-- An integer >= 1.
+function U.check_positive(fname, key, value)
+  local v = U.check_type(fname, key, value, "integer")
+  if v < 1 then U.raise("%s: %s must be >= 1, got %d", fname, key, v) end
+  return v
+end
+
 -- The xadapt type of a value ("xadapt.Model", ...), or Lua's type.
 function U.typeof(v)
   if type(v) == "userdata" then

@@ -95,6 +95,11 @@ for _, p in ipairs(m:parameters("xadapter.*")) do H.eq(p.trainable, true, p.name
 H.eq(m:unfreeze("bn.*"), n_bn, "unfreeze matched")
 H.check(m:freeze("plm.*") >= 1, "the PLM is frozen already")
 H.raises(function() m:unfreeze("plm.*") end, "frozen bases and stay frozen")
+-- "*" freezes and unfreezes every adapter and head; the bases stay frozen
+H.eq(m:freeze("*"), n_all + 1, "every parameter, and the bases counted as one")
+for _, p in ipairs(m:parameters()) do H.eq(p.trainable, false, p.name) end
+H.eq(m:unfreeze("*"), n_all + 1, "unfreeze everything there is to unfreeze")
+for _, p in ipairs(m:parameters()) do H.eq(p.trainable, true, p.name) end
 H.raises(function() m:freeze("xadaptr.*") end, "matches no parameter", "xadapter.*", "bn.*")
 local mk = xa.model{plm = plm, fusion = "concat"}
 mk:insert("kadapter", {name = "fac", taps = {0, 1}, size = 8, heads = 2, layers = 1})
@@ -152,6 +157,12 @@ H.raises(function() m:head("x", {kind = "choice"}) end, "choices = 2 or more")
 H.raises(function() m:head("x", {kind = "classify", classes = 2, clases = 2}) end,
          "unknown option 'clases'")
 H.raises(function() m:head("x", {kind = "project"}) end, "dim = its output size")
+H.raises(function() m:head("x", {kind = "regress", classes = 3}) end,
+         "m:head('x'): classes is for classify heads (this one is regress)")
+H.raises(function() m:head("x", {kind = "classify", classes = 2, choices = 4}) end,
+         "choices is for choice heads (this one is classify)")
+H.raises(function() m:head("x", {kind = "choice", choices = 4, classes = 2}) end,
+         "classes is for classify heads (this one is choice)")
 H.raises(function() m:head("x", {kind = "regress", pool = "max"}) end, "pool = 'max'",
          "cls, pooler, mean")
 m:head("reg", {kind = "regress"})

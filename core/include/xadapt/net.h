@@ -76,8 +76,9 @@ xa_status xa_net_activate(xa_net *n, const char *adapter, const char *const *nam
 // ", "-separated list of the active sub-modules, or "none"/"all" (static or internal buffer).
 const char *xa_net_active(xa_net *n, const char *adapter);
 // Freeze or unfreeze parameters whose "<adapter>.<param>" name matches a glob pattern.
-// "plm.*" and "vlm.*" match the frozen bases (always frozen: unfreezing them is an error).
-// Returns the number matched through *matched when not NULL.
+// "plm.*" and "vlm.*" match the frozen bases (always frozen: a pattern that would unfreeze
+// them and nothing else is an error; "*" unfreezes every adapter and head). Returns the number
+// matched through *matched when not NULL (the bases, when matched, count as one).
 xa_status xa_net_freeze(xa_net *n, const char *pattern, bool frozen, int *matched);
 xa_params *xa_net_params(xa_net *n);
 // A trainable parameter of the network itself (task heads: "head.<name>.<param>"), saved and
