@@ -127,8 +127,11 @@ int xl_raise(lua_State *L, const char *fmt, ...) {
 int xl_raise_ctx(lua_State *L, const char *what) {
     xa_ctx *ctx = xl_ctx(L);
     char msg[2600];
-    snprintf(msg, sizeof msg, "%s%s%s", what ? what : "", what ? ": " : "",
-             xa_errcode(ctx) ? xa_errmsg(ctx) : "failed (no message)");
+    const char *why = xa_errcode(ctx) ? xa_errmsg(ctx) : "failed (no message)";
+    size_t n = what ? strlen(what) : 0;
+    if (n && !strncmp(why, what, n) && !strncmp(why + n, ": ", 2))
+        what = NULL; // the message names it already ("backward: backward: ...")
+    snprintf(msg, sizeof msg, "%s%s%s", what ? what : "", what ? ": " : "", why);
     xa_error_clear(ctx);
     return raise_msg(L, msg);
 }
@@ -187,6 +190,20 @@ static bool method_name(lua_State *L, lua_Debug *ar, char *buf, size_t n) {
     return found;
 }
 
+// The name of the C function running now, as the caller wrote it, or NULL; ar->namewhat says
+// "method" for m:f(...). `found` holds a name looked up in the module's tables.
+static const char *running_name(lua_State *L, lua_Debug *ar, char *found, size_t n) {
+    if (!lua_getstack(L, 0, ar))
+        return NULL;
+    if (lua_getinfo(L, "n", ar) && ar->name)
+        return ar->name;
+    if (method_name(L, ar, found, n)) {
+        ar->namewhat = "method";
+        return found;
+    }
+    return module_name(L, ar, found, n) ? found : NULL;
+}
+
 int xl_argerror(lua_State *L, int arg, const char *fmt, ...) {
     char extra[1024], msg[1400], found[160];
     va_list ap;
@@ -194,16 +211,9 @@ int xl_argerror(lua_State *L, int arg, const char *fmt, ...) {
     vsnprintf(extra, sizeof extra, fmt, ap);
     va_end(ap);
     lua_Debug ar = {0};
-    const char *fname = "?";
-    bool level = lua_getstack(L, 0, &ar);
-    if (level && lua_getinfo(L, "n", &ar) && ar.name) {
-        fname = ar.name;
-    } else if (level && method_name(L, &ar, found, sizeof found)) {
-        fname = found;
-        ar.namewhat = "method";
-    } else if (level && module_name(L, &ar, found, sizeof found)) {
-        fname = found;
-    }
+    const char *fname = running_name(L, &ar, found, sizeof found);
+    if (!fname)
+        fname = "?";
     if (ar.namewhat && !strcmp(ar.namewhat, "method")) {
         arg--;
         if (arg == 0) {
@@ -256,8 +266,8 @@ void xl_check_opts(lua_State *L, int idx, const char *fname, const char *const *
 
 static void opt_type(lua_State *L, int t, const char *key, const char *want) {
     lua_Debug ar = {0};
-    const char *fname =
-        lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name ? ar.name : NULL;
+    char found[160];
+    const char *fname = running_name(L, &ar, found, sizeof found);
     xl_raise(L, "%s%soption '%s' must be %s, got %s", fname ? fname : "", fname ? ": " : "", key,
              want, luaL_typename(L, -1));
     (void)t;
@@ -322,9 +332,12 @@ int xl_opt_enum(lua_State *L, int t, const char *key, const char *const *choices
     for (int i = 0; choices[i]; i++)
         if (!strcmp(v, choices[i]))
             return i;
-    char list[512];
+    char list[512], found[160];
     join_keys(list, sizeof list, choices);
-    return xl_raise(L, "option %s = '%s' is not one of: %s", key, v, list);
+    lua_Debug ar = {0};
+    const char *fname = running_name(L, &ar, found, sizeof found);
+    return xl_raise(L, "%s%soption %s = '%s' is not one of: %s", fname ? fname : "",
+                    fname ? ": " : "", key, v, list);
 }
 
 // --- JSON ---------------------------------------------------------------------------------------

@@ -132,6 +132,9 @@ local function check_spec(fname, spec)
     U.raise("%s: choices must be a list of fields", fname)
   end
   if spec.image and spec.images then U.raise("%s: give image = or images =, not both", fname) end
+  if spec.limit ~= nil and U.check_type(fname, "limit", spec.limit, "integer") < 0 then
+    U.raise("%s: limit must be >= 0, got %d", fname, spec.limit)
+  end
   return spec
 end
 
@@ -245,7 +248,7 @@ function Dataset:size() return #self.examples end
 
 -- The first n examples (a new dataset sharing the examples).
 function Dataset:take(n)
-  U.check_type("take", "n", n, "integer")
+  U.check_type("d:take", "n", n, "integer")
   local out = {}
   for i = 1, math.min(n, #self.examples) do out[i] = self.examples[i] end
   return new_dataset(out, self.name, self.spec)
@@ -253,7 +256,7 @@ end
 
 -- A seeded shuffle (a new dataset).
 function Dataset:shuffle(seed)
-  U.check_type("shuffle", "seed", seed, "integer")
+  U.check_type("d:shuffle", "seed", seed, "integer")
   local perm, out = xa.permutation(#self.examples, seed), {}
   for i, j in ipairs(perm) do out[i] = self.examples[j] end
   return new_dataset(out, self.name, self.spec)
@@ -261,6 +264,10 @@ end
 
 -- Two datasets: the first `n` (or fraction n < 1) examples after a seeded shuffle, and the rest.
 function Dataset:split(n, seed)
+  if type(n) ~= "number" or not (n >= 0) then
+    U.raise("d:split: n must be a count or a fraction (< 1) of the examples, got %s", tostring(n))
+  end
+  U.check_type("d:split", "seed", seed, "integer", true)
   local d = seed and self:shuffle(seed) or self
   local k = n < 1 and math.floor(n * #d.examples + 0.5) or math.floor(n)
   local a, b = {}, {}
@@ -271,12 +278,14 @@ function Dataset:split(n, seed)
 end
 
 function Dataset:map(fn)
+  U.check_type("d:map", "fn", fn, "function")
   local out = {}
   for i, ex in ipairs(self.examples) do out[i] = fn(ex, i) end
   return new_dataset(out, self.name, self.spec)
 end
 
 function Dataset:filter(fn)
+  U.check_type("d:filter", "fn", fn, "function")
   local out = {}
   for i, ex in ipairs(self.examples) do
     if fn(ex, i) then out[#out + 1] = ex end
@@ -300,9 +309,8 @@ end
 --   bucket: with a tokenizer, group examples of similar length (windows of 50 batches sorted by
 --   length, batch order shuffled again) so padding wastes little.
 function Dataset:plan(opts)
-  U.check_opts("plan", opts, {"batch", "seed", "bucket", "tokenizer", "max_length", "drop_last"})
-  local n, bs = #self.examples, U.check_type("plan", "batch", opts.batch, "integer")
-  if bs < 1 then U.raise("plan: batch must be >= 1") end
+  U.check_opts("d:plan", opts, {"batch", "seed", "bucket", "tokenizer", "max_length", "drop_last"})
+  local n, bs = #self.examples, U.check_positive("d:plan", "batch", opts.batch)
   local order
   if opts.seed then order = xa.permutation(n, opts.seed) else
     order = {}

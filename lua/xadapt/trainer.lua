@@ -67,7 +67,7 @@ end
 -- cosine). The result is stored in the examples (ex.images), so it is computed once.
 local function retrieve(fname, cache, examples, spec)
   U.check_opts(fname .. ": features.retrieve", spec, {"pool", "k"})
-  local k = U.check_type(fname, "retrieve.k", spec.k or 1, "integer")
+  local k = U.check_positive(fname, "retrieve.k", spec.k or 1)
   local pool = pool_paths(fname, spec.pool)
   local pending, texts = {}, {}
   for _, ex in ipairs(examples) do
@@ -245,6 +245,7 @@ Step.__name = "xadapt.Step"
 
 function Step:loss(kind, opts)
   local run = self.run
+  U.check_enum("step:loss", "kind", kind, {"classify", "regress", "mlm", "distill"})
   opts = U.check_opts("step:loss", opts, {"head", "loss", "temperature"}, true)
   local o = {head = opts.head, loss = opts.loss, temperature = opts.temperature}
   if o.head == nil and run.head and kind ~= "mlm" then o.head = run.head end
