@@ -182,6 +182,46 @@ Test(adapters, switched_off_parts_keep_their_values_under_adamw) {
     fixture_close(&f);
 }
 
+// LoRA scales B·A by alpha / rank: rank 2 with (A, B) and rank 4 with A stacked twice and B
+// side by side twice are both 2 B·A at alpha 4 (with alpha alone they would differ by 2x).
+Test(adapters, lora_scales_by_alpha_over_rank) {
+    const char *opts[2] = {"{\"targets\": [\"q\"], \"layers\": [1], \"rank\": 2, \"alpha\": 4}",
+                           "{\"targets\": [\"q\"], \"layers\": [1], \"rank\": 4, \"alpha\": 4}"};
+    float *out[2];
+    xa_tensor *a2 = NULL, *b2 = NULL;
+    for (int k = 0; k < 2; k++) {
+        fixture f;
+        fixture_open(&f, false);
+        cr_assert_eq(xa_net_insert(f.net, "lora", NULL, opts[k]), XA_OK, "%s", xa_errmsg(f.ctx));
+        xa_params *ps = xa_net_params(f.net);
+        xa_tensor *A = xa_params_find(ps, "lora.l1.q.lora_A"), *B = xa_params_find(ps, "lora.l1.q.lora_B");
+        cr_assert(A && B);
+        int64_t in = A->shape[1], o = B->shape[0];
+        if (k == 0) { // random A and B (B starts at zero)
+            fixture_randomize(&f, 0.3f);
+            a2 = xa_tensor_new(f.ctx, 2, A->shape), b2 = xa_tensor_new(f.ctx, 2, B->shape);
+            memcpy(a2->data, A->data, (size_t)A->numel * sizeof(float));
+            memcpy(b2->data, B->data, (size_t)B->numel * sizeof(float));
+        } else { // A' = [A; A] (4 x in), B' = [B, B] (out x 4)
+            for (int r = 0; r < 4; r++)
+                memcpy(A->data + r * in, a2->data + (r % 2) * in, (size_t)in * sizeof(float));
+            for (int64_t i = 0; i < o; i++)
+                for (int r = 0; r < 4; r++)
+                    B->data[i * 4 + r] = b2->data[i * 2 + r % 2];
+        }
+        xa_tensor *y = fixture_forward(&f);
+        cr_assert(y, "%s", xa_errmsg(f.ctx));
+        out[k] = copy_of(y);
+        if (k == 1) {
+            cr_expect_lt(max_abs_diff(y, out[0]), 1e-5f, "rank 2 and rank 4 differ by %g",
+                         max_abs_diff(y, out[0]));
+            xa_tensor_release(a2), xa_tensor_release(b2);
+        }
+        fixture_close(&f);
+    }
+    free(out[0]), free(out[1]);
+}
+
 Test(adapters, save_then_load_gives_bit_identical_outputs) {
     for (size_t k = 0; k < NKINDS; k++) {
         fixture f;
@@ -924,6 +964,12 @@ static void prefix_cache_case(const char *cls, const char *opts) {
     int64_t hits2;
     xa_net_prefix_stats(b.net, &hits2, NULL, NULL);
     cr_expect_eq(hits2, hits);
+    // attention dropout alone makes it random too
+    xa_arena_reset(b.ctx);
+    xa_forward_opts fa = {.attn_dropout = 0.1f};
+    cr_assert_eq(xa_net_forward(b.ctx, b.net, &b.batch, &fa, &out), XA_OK);
+    xa_net_prefix_stats(b.net, &hits2, NULL, NULL);
+    cr_expect_eq(hits2, hits, "%s: the prefix was reused under attention dropout", cls);
     xa_tensor_release(target);
     xa_optim_free(oa);
     xa_optim_free(ob);
@@ -980,4 +1026,58 @@ Test(adapters, frozen_prefix_cache_serves_longer_batches_when_only_masked_positi
                               "{\"size\": 8, \"heads\": 2, \"layers\": 1, "
                               "\"taps\": [0, 1, 2], \"intermediate\": 16}",
                               false);
+}
+
+// Pfeiffer places one adapter per block, after the feed-forward sub-layer only; Houlsby one
+// after each sub-layer.
+Test(adapters, pfeiffer_has_no_attention_adapter_and_houlsby_has_both) {
+    const char *opts[2] = {"{\"placement\": \"pfeiffer\", \"dim\": 5}",
+                           "{\"placement\": \"houlsby\", \"dim\": 5}"};
+    for (int k = 0; k < 2; k++) {
+        fixture f;
+        fixture_open(&f, false);
+        cr_assert_eq(xa_net_insert(f.net, "bottleneck", NULL, opts[k]), XA_OK, "%s",
+                     xa_errmsg(f.ctx));
+        xa_params *ps = xa_net_params(f.net);
+        int attn = 0, ffn = 0;
+        for (size_t i = 0; i < xa_params_count(ps); i++) {
+            attn += strstr(xa_params_name(ps, i), ".attn.") != NULL;
+            ffn += strstr(xa_params_name(ps, i), ".ffn.") != NULL;
+        }
+        cr_expect_eq(attn, k == 0 ? 0 : ffn, "%s: %d attention, %d feed-forward parameters",
+                     opts[k], attn, ffn);
+        cr_expect_gt(ffn, 0);
+        fixture_close(&f);
+    }
+}
+
+// Keys the X-adapter's expert attends to are CLIP tokens; padded ones (mask 0) must not count.
+Test(adapters, xadapter_ignores_masked_feature_tokens) {
+    fixture f;
+    fixture_open(&f, true);
+    cr_assert_eq(xa_net_insert(f.net, "xadapter", NULL,
+                               "{\"layers\": [0, 1], \"dim\": 8, \"heads\": 2, \"dropout\": 0, "
+                               "\"experts\": [\"t\"]}"),
+                 XA_OK, "%s", xa_errmsg(f.ctx));
+    fixture_randomize(&f, 0.2f);
+    float tmask[2 * 4] = {1, 1, 1, 1, 1, 1, 0, 0}; // row 1 pads its last two text tokens
+    f.feats.text_token_mask = tmask;
+    float *base = copy_of(fixture_forward(&f));
+    xa_tensor *tt = f.feats.text_tokens;
+    int64_t D = tt->shape[2];
+    for (int64_t t = 2; t < 4; t++)
+        for (int64_t d = 0; d < D; d++)
+            tt->data[(4 + t) * D + d] += 5.0f;
+    xa_arena_reset(f.ctx);
+    xa_tensor *y = fixture_forward(&f);
+    cr_assert(y, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(max_abs_diff(y, base), 0.0f, "padded feature tokens moved the output by %g",
+                 max_abs_diff(y, base));
+    for (int64_t d = 0; d < D; d++) // a kept token does move it: the check is not vacuous
+        tt->data[4 * D + d] += 5.0f;
+    xa_arena_reset(f.ctx);
+    y = fixture_forward(&f);
+    cr_expect_gt(max_abs_diff(y, base), 1e-4f);
+    free(base);
+    fixture_close(&f);
 }

@@ -47,6 +47,14 @@ Test(grad, matmul_every_transpose_combination) {
 Test(grad, matmul_with_shared_right_operand) {
     mm_opts o = {false, true};
     CHECK("matmul", f_matmul, &o, rand_tensor(ctx, 3, 4, 6, 0), rand_tensor(ctx, 5, 6, 0, 0));
+    // b's gradient sums over the batch for every transpose combination
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            mm_opts ot = {ta, tb};
+            xa_tensor *a = ta ? rand_tensor(ctx, 3, 6, 4, 0) : rand_tensor(ctx, 3, 4, 6, 0);
+            xa_tensor *b = tb ? rand_tensor(ctx, 5, 6, 0, 0) : rand_tensor(ctx, 6, 5, 0, 0);
+            CHECK("matmul", f_matmul, &ot, a, b);
+        }
 }
 
 static xa_tensor *f_add(xa_ctx *c, xa_tensor **in, void *u) { (void)u; return xa_add(c, in[0], in[1]); }

@@ -174,3 +174,47 @@ Test(ref, dropout_is_seeded_and_identity_when_not_training) {
     cr_expect(zeros > 430 && zeros < 570, "%d of 1000 dropped at p=0.5", zeros);
     xa_tensor_release(x);
 }
+
+// Hinton's distillation loss: T^2 * mean over rows of KL(softmax(t/T) || softmax(s/T)); the
+// T^2 keeps gradients comparable across temperatures. Reference in double, written out here.
+Test(ref, kl_div_matches_a_double_reference_with_the_t_squared_factor) {
+    enum { N = 3, C = 5 };
+    xa_tensor *s = rand_tensor(ctx, N, C, 0, 0), *t = rand_tensor(ctx, N, C, 0, 0);
+    const float temps[3] = {1.0f, 2.0f, 4.0f};
+    for (int k = 0; k < 3; k++) {
+        double T = temps[k], want = 0;
+        for (int i = 0; i < N; i++) {
+            double zs = 0, zt = 0;
+            for (int c = 0; c < C; c++)
+                zs += exp(s->data[i * C + c] / T), zt += exp(t->data[i * C + c] / T);
+            for (int c = 0; c < C; c++) {
+                double pt = exp(t->data[i * C + c] / T) / zt, ps = exp(s->data[i * C + c] / T) / zs;
+                want += pt * (log(pt) - log(ps));
+            }
+        }
+        want *= T * T / N;
+        float got = xa_kl_div(ctx, s, t, (float)T)->data[0];
+        cr_expect_float_eq(got, want, 1e-5 * fmax(1.0, want), "T=%g: got %.7g want %.7g", T,
+                           (double)got, want);
+    }
+    xa_tensor_release(s), xa_tensor_release(t);
+}
+
+// Masked mean pooling divides by the kept positions only, and sends no gradient to padding.
+Test(ref, mean_pooling_averages_only_the_positions_the_mask_keeps) {
+    xa_tensor *x = xa_tensor_new_nd(ctx, 2, 3, 2, 0);
+    for (int i = 0; i < 12; i++)
+        x->data[i] = (float)(i + 1); // row 0: (1,2) (3,4) (5,6); row 1: (7,8) (9,10) (11,12)
+    float mask[6] = {1, 1, 0, 1, 0, 0};
+    x->flags |= XA_TENSOR_TRAINABLE;
+    xa_tensor *y = xa_pool_mean(ctx, x, mask);
+    cr_assert(y, "%s", xa_errmsg(ctx));
+    const float want[4] = {2, 3, 7, 8};
+    for (int i = 0; i < 4; i++)
+        cr_expect_float_eq(y->data[i], want[i], 1e-6, "out[%d] = %g", i, (double)y->data[i]);
+    cr_assert_eq(xa_backward(ctx, xa_sum(ctx, y)), XA_OK, "%s", xa_errmsg(ctx));
+    const float dwant[12] = {0.5f, 0.5f, 0.5f, 0.5f, 0, 0, 1, 1, 0, 0, 0, 0};
+    for (int i = 0; i < 12; i++)
+        cr_expect_float_eq(x->grad[i], dwant[i], 1e-6, "dx[%d] = %g", i, (double)x->grad[i]);
+    xa_tensor_release(x);
+}

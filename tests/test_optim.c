@@ -221,3 +221,41 @@ Test(optim, a_two_layer_network_learns_xor) {
     xa_tensor_release(x);
     xa_optim_free(opt);
 }
+
+// PyTorch's SGD with weight decay and Nesterov momentum (dampening 0), by hand:
+//   g' = g + wd w;  buf = mu buf + g' (buf = g' at step 1);  w -= lr (g' + mu buf)
+// w (2-D, decays): step 1 g' = 1.1, buf = 1.1, w = 1 - 0.1 (1.1 + 0.99) = 0.791;
+//                  step 2 g' = 1.0791, buf = 2.0691, w = 0.791 - 0.1 (1.0791 + 1.86219) = 0.496871
+// b (1-D, no decay): 1 - 0.1 (1 + 0.9) = 0.81, then buf = 1.9: 0.81 - 0.1 (1 + 1.71) = 0.539
+Test(optim, sgd_weight_decay_and_nesterov_match_pytorch) {
+    xa_tensor *w = scalar_param("w", 2, 1.0f), *b = scalar_param("b", 1, 1.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 0.1f,
+                                                            .momentum = 0.9f, .nesterov = true,
+                                                            .weight_decay = 0.1f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    grad(w, 1.0f), grad(b, 1.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(w->data[0], 0.791f, 1e-6, "w = %.7f", (double)w->data[0]);
+    cr_expect_float_eq(b->data[0], 0.81f, 1e-6, "b = %.7f", (double)b->data[0]);
+    grad(w, 1.0f), grad(b, 1.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(w->data[0], 0.496871f, 1e-6, "w = %.7f", (double)w->data[0]);
+    cr_expect_float_eq(b->data[0], 0.539f, 1e-6, "b = %.7f", (double)b->data[0]);
+    xa_optim_free(opt);
+}
+
+// Clipping sees the gradient the step applies: grad_scale times the accumulated sum (PyTorch
+// clips after the loss was divided by the accumulation count). 6 and 8 summed over two
+// micro-batches at scale 0.5 are 3 and 4: norm 5, scaled to norm 1.
+Test(optim, clipping_uses_the_norm_of_the_scaled_gradient) {
+    xa_tensor *a = scalar_param("a", 2, 0.0f), *b = scalar_param("b", 2, 0.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 1.0f,
+                                                            .clip_norm = 1.0f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    grad(a, 6.0f), grad(b, 8.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 0.5f), XA_OK);
+    cr_expect_float_eq(xa_optim_grad_norm(opt), 5.0f, 1e-6);
+    cr_expect_float_eq(a->data[0], -0.6f, 1e-5, "a = %.7f", (double)a->data[0]);
+    cr_expect_float_eq(b->data[0], -0.8f, 1e-5, "b = %.7f", (double)b->data[0]);
+    xa_optim_free(opt);
+}
