@@ -194,7 +194,8 @@ Test(adapters, lora_scales_by_alpha_over_rank) {
         fixture_open(&f, false);
         cr_assert_eq(xa_net_insert(f.net, "lora", NULL, opts[k]), XA_OK, "%s", xa_errmsg(f.ctx));
         xa_params *ps = xa_net_params(f.net);
-        xa_tensor *A = xa_params_find(ps, "lora.l1.q.lora_A"), *B = xa_params_find(ps, "lora.l1.q.lora_B");
+        xa_tensor *A = xa_params_find(ps, "lora.l1.q.lora_A"),
+                  *B = xa_params_find(ps, "lora.l1.q.lora_B");
         cr_assert(A && B);
         int64_t in = A->shape[1], o = B->shape[0];
         if (k == 0) { // random A and B (B starts at zero)
