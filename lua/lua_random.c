@@ -18,6 +18,8 @@ static const char *const random_keys[] = {"arch",     "config", "config_json", "
 static const char *const dtypes[] = {"f32", "f16", "bf16", NULL};
 
 // Merge the Lua table at `idx` into the JSON object `dst` (nested tables merge into objects).
+// Only keys `dst` has are taken: the base config has every key xadapt reads, so another key
+// is a typo (hiden_size) or misplaced (CLIP's text = {...}) and would change nothing.
 static bool merge(lua_State *L, int idx, cJSON *dst, char *err, size_t n) {
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
@@ -29,6 +31,16 @@ static bool merge(lua_State *L, int idx, cJSON *dst, char *err, size_t n) {
         }
         const char *k = lua_tostring(L, -2);
         cJSON *old = cJSON_GetObjectItemCaseSensitive(dst, k);
+        if (!old) {
+            int at = snprintf(err, n, "config: '%s' is not a key of this config (its keys:", k);
+            for (const cJSON *c = dst->child; c && at > 0 && (size_t)at < n; c = c->next)
+                at += snprintf(err + at, n - (size_t)at, "%s %s", c == dst->child ? "" : ",",
+                               c->string);
+            if (at > 0 && (size_t)at < n)
+                snprintf(err + at, n - (size_t)at, ")");
+            lua_pop(L, 2);
+            return false;
+        }
         if (lua_istable(L, -1) && cJSON_IsObject(old) && lua_rawlen(L, -1) == 0) {
             if (!merge(L, -1, old, err, n)) {
                 lua_pop(L, 2);
@@ -40,10 +52,7 @@ static bool merge(lua_State *L, int idx, cJSON *dst, char *err, size_t n) {
                 lua_pop(L, 2);
                 return false;
             }
-            if (old)
-                cJSON_ReplaceItemInObjectCaseSensitive(dst, k, v);
-            else
-                cJSON_AddItemToObject(dst, k, v);
+            cJSON_ReplaceItemInObjectCaseSensitive(dst, k, v);
         }
         lua_pop(L, 1);
     }

@@ -27,6 +27,10 @@ local raw = assert(xa.make_random{config_json = xa.json.encode{model_type = "ber
 H.eq(raw, H.out .. "/raw", "config_json")
 H.raises(function() xa.make_random{arch = "roberta-tiny", out = H.out .. "/rv", vocab = {"a"}} end,
          "only BERT reads", "tokenizer = directory")
+H.raises(function() xa.make_random{arch = "bert-tiny", out = H.out .. "/typo", config = {hiden_size = 8}} end,
+         "config: 'hiden_size' is not a key of this config", "hidden_size")
+H.raises(function() xa.make_random{arch = "clip-tiny", out = H.out .. "/typo", config = {text = {hidden_size = 8}}} end,
+         "config: 'text' is not a key", "text_config")
 H.raises(function() xa.make_random{arch = "clip-tiny", out = H.out .. "/cv", config = {image_size = 32}} end,
          "CLIP's 'image_size' is a key of vision_config", "config = {vision_config = {image_size = ...}}")
 -- writing another layout into the same folder leaves no stale weights to be loaded instead
