@@ -415,7 +415,7 @@ void xa_optim_set_steps(xa_optim *opt, int64_t steps) { opt->steps = steps; }
 int64_t *xa_optim_param_steps(xa_optim *opt, size_t *n) {
     if (ensure_state(opt))
         return NULL;
-    *n = opt->n_param_steps;
+    *n = opt->ps->n; // the array may be longer after parameters were removed
     return opt->param_steps;
 }
 
