@@ -96,8 +96,9 @@ function T.features(fname, model, examples, has_images, spec, cache_dir)
   if spec == false then return {images = false, texts = false} end
   spec = U.check_opts(fname .. ": features", spec, {"images", "texts", "retrieve"}, true)
   if not vlm then
-    if spec.images or spec.texts or spec.retrieve then
-      U.raise("%s: CLIP features need a VLM (xa.model{plm = ..., vlm = xa.load_vlm(dir)})", fname)
+    if spec.images or spec.texts or spec.retrieve or cache_dir then
+      U.raise("%s: CLIP features%s need a VLM (xa.model{plm = ..., vlm = xa.load_vlm(dir)})",
+              fname, cache_dir and " (cache_dir keeps them)" or "")
     end
     return {images = false, texts = false}
   end
@@ -158,6 +159,10 @@ local function setup(fname, o, data)
   if obj == nil then U.raise("%s: objective = classify | regress | mlm | distill | function", fname) end
   if type(obj) ~= "function" then U.check_enum(fname, "objective", obj, objectives) end
   run.objective = obj
+  if o.distill ~= nil and obj ~= "distill" and type(obj) ~= "function" then
+    U.raise("%s: distill = {...} is for objective = \"distill\" (or a function objective that "
+            .. "uses step:loss(\"distill\")), not %s", fname, obj)
+  end
   local d = U.check_opts(fname .. ": distill", o.distill, {"loss", "temperature"}, true)
   if d.loss then U.check_enum(fname, "distill.loss", d.loss, {"mse", "cosine", "nst", "ntxent"}) end
   if d.temperature ~= nil and (type(d.temperature) ~= "number" or d.temperature <= 0) then

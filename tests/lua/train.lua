@@ -237,6 +237,8 @@ H.raises(counting({max_length = 0}), "max_length must be >= 1, got 0")
 H.raises(counting({dropout = "x"}), "dropout must be a number, got string")
 H.raises(counting({dropout = 1}), "dropout must be in [0, 1)")
 H.raises(counting({cache_dir = 3}), "cache_dir must be a string")
+H.raises(counting({cache_dir = H.out .. "/feats"}), "CLIP features (cache_dir keeps them) need a VLM")
+H.raises(counting({distill = {loss = "mse"}}), "distill = {...} is for objective = \"distill\"", "not classify")
 H.eq(steps_run, 0, "no step ran before the errors")
 H.raises(function() xa.evaluate{model = m, data = dev, head = "cls", batch = 0} end,
          "xa.evaluate: batch must be >= 1")
