@@ -183,6 +183,49 @@ Test(encoders, wrong_shapes_and_missing_tensors_are_listed_together) {
                                      "shape (99,") != NULL, "%s", xa_errmsg(ctx));
 }
 
+// A copy of fixture `name` whose model.safetensors lacks the tensors named in `drop` (a
+// space-separated list).
+static const char *fixture_without(const char *name, const char *drop) {
+    const char *d = copy_fixture(name);
+    char p[4200];
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    xa_st_file *f;
+    cr_assert_eq(xa_st_open(ctx, p, &f), XA_OK, "%s", xa_errmsg(ctx));
+    xa_st_writer *w = xa_st_writer_new(ctx);
+    for (size_t i = 0; i < xa_st_count(f); i++) {
+        const char *n = xa_st_at(f, i)->name, *at = strstr(drop, n);
+        size_t len = strlen(n);
+        if ((at && (at == drop || at[-1] == ' ') && (at[len] == ' ' || at[len] == '\0')) ||
+            xa_st_at(f, i)->dtype == XA_DTYPE_I64) // position_ids: a buffer the loader skips
+            continue;
+        xa_tensor *t;
+        cr_assert_eq(xa_st_tensor(ctx, f, n, &t), XA_OK, "%s", xa_errmsg(ctx));
+        cr_assert_eq(xa_st_writer_add_tensor(w, n, t), XA_OK);
+        xa_tensor_release(t);
+    }
+    cr_assert_eq(xa_st_writer_write(w, p), XA_OK, "%s", xa_errmsg(ctx));
+    xa_st_writer_free(w);
+    xa_st_close(f);
+    return d;
+}
+
+// The pooler and the MLM head are optional, but whole: one tensor of them missing is an error
+// naming it (the head was silently dropped when its first tensor was the missing one).
+Test(encoders, a_half_present_pooler_or_mlm_head_is_an_error) {
+    expect_load_error(fixture_without("bert_tiny", "pooler.dense.weight"),
+                      "missing tensor 'pooler.dense.weight'");
+    expect_load_error(fixture_without("bert_prefixed_mlm", "cls.predictions.transform.dense.weight"),
+                      "missing tensor 'cls.predictions.transform.dense.weight'");
+    expect_load_error(fixture_without("bert_prefixed_mlm", "cls.predictions.bias"),
+                      "missing tensor 'cls.predictions.bias'");
+    // a group absent as a whole is fine: no pooler
+    xa_model *m = NULL;
+    cr_assert_eq(xa_model_load(ctx, fixture_without("bert_tiny", "pooler.dense.weight pooler.dense.bias"),
+                               &m),
+                 XA_OK, "%s", xa_errmsg(ctx));
+    xa_model_free(m);
+}
+
 // A config with fewer layers than the file would drop blocks silently: the extra ones are named.
 // One with far more (found by fuzz_config: 230522 layers) is one problem, not 3.7 million
 // lookups of missing tensors.

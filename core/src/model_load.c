@@ -486,25 +486,30 @@ static xa_status bind_all(xa_ctx *ctx, xa_model *m) {
         free(p.buf);
         return st;
     }
-    // An optional group (pooler, MLM head) is bound whole or not at all: a group is present
-    // when its first tensor is.
-    int group_present[XA_GROUP_COUNT];
-    for (int g = 0; g < XA_GROUP_COUNT; g++)
-        group_present[g] = -1;
+    // An optional group (pooler, MLM head) is bound whole or not at all: it is present when any
+    // of its tensors is (then a missing one is an error, not a silently absent head). The MLM
+    // decoder alone makes the head present too; without it the head ties to the embeddings.
+    int group_present[XA_GROUP_COUNT] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const xa_st_entry *e;
+        char found[256];
+        if (spec[i].group != XA_GROUP_REQUIRED &&
+            resolve(m, spec[i].name, &e, found, sizeof found)) {
+            group_present[spec[i].group] = 1;
+            if (spec[i].group == XA_GROUP_MLM_DECODER)
+                group_present[XA_GROUP_MLM] = 1;
+        }
+    }
     for (size_t i = 0; i < n && st == XA_OK; i++) {
         xa_tspec *s = &spec[i];
         const xa_st_entry *e;
         char found[256];
         xa_st_file *f = resolve(m, s->name, &e, found, sizeof found);
-        if (s->group != XA_GROUP_REQUIRED && group_present[s->group] < 0)
-            group_present[s->group] = f != NULL;
         if (!f) {
             if (s->group == XA_GROUP_REQUIRED || group_present[s->group] == 1)
                 add_problem(&p, "missing tensor '%s'", s->name);
             continue;
         }
-        if (s->group != XA_GROUP_REQUIRED && !group_present[s->group])
-            continue;
         if (!shape_matches(e, s)) {
             char want[96], got[96];
             xa_shape_fmt(s->ndim, s->shape, want, sizeof want);
