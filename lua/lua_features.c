@@ -31,7 +31,7 @@ static int l_features(lua_State *L) {
     if (xa_model_config_of(e->m)->arch != XA_ARCH_CLIP)
         return xl_argerror(L, 1, "a CLIP model (xa.load_vlm) expected");
     xl_features *f = lua_newuserdatauv(L, sizeof *f, 1);
-    f->c = NULL;
+    f->c = NULL, f->told = false;
     luaL_setmetatable(L, XL_FEATURES);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1); // the cache borrows the VLM

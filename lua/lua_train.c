@@ -277,6 +277,10 @@ static int model_forward(lua_State *L) {
         return xl_raise_ctx(L, "image features");
     if (texts && xa_vlm_texts(ctx, f->c, (const char *const *)b->texts, b->n, &s->feats) != XA_OK)
         return xl_raise_ctx(L, "text features");
+    if (f && !f->told && xa_vlm_cache_disk_error(f->c)) {
+        fprintf(stderr, "xadapt: CLIP feature cache: %s\n", xa_vlm_cache_disk_error(f->c));
+        f->told = true;
+    }
     s->has_feats = images || texts;
     xa_set_grad_enabled(ctx, train);
     xa_net_batch nb = {.text = {.ids = ids,
@@ -284,7 +288,10 @@ static int model_forward(lua_State *L) {
                                 .type_ids = b->tok.token_type_ids,
                                 .B = s->B,
                                 .T = s->T},
-                       .feats = s->has_feats ? &s->feats : NULL};
+                       .feats = s->has_feats ? &s->feats : NULL,
+                       // training masks anew each time; evaluation's masking is seeded, so
+                       // its rows repeat and are worth keeping
+                       .one_off = train && mlm > 0};
     xa_forward_opts fo = {.dropout = dropout, .attn_dropout = attn_dropout};
     if (xa_net_forward(ctx, m->net, &nb, &fo, &s->out) != XA_OK)
         return xl_raise_ctx(L, NULL);

@@ -139,6 +139,7 @@ typedef struct xl_batch {
 
 typedef struct xl_features {
     xa_vlm_cache *c;
+    bool told; // its disk error was reported
 } xl_features;
 
 typedef struct xl_optim {

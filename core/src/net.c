@@ -611,7 +611,8 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
     int layers[XA_PREFIX_MAX_LAYERS], nl = 0;
     xa_tensor *cached[XA_PREFIX_MAX_LAYERS], *below[XA_PREFIX_MAX_LAYERS] = {0};
     bool hit = false;
-    if (n->prefix && !random_base && !o.start && (nl = prefix_layout(n, layers)) > 0) {
+    if (n->prefix && !random_base && !b->one_off && !o.start &&
+        (nl = prefix_layout(n, layers)) > 0) {
         // Zero-filled padding beyond a row's stored length changes no position a mask keeps:
         // attention gives masked keys exactly zero weight, in-stream adapters act per
         // position or through that attention, and heads and losses read only masked-in positions

@@ -1,6 +1,7 @@
-// CLIP features for a batch: each distinct image (path + size + mtime) or text is run through the
-// frozen VLM once, kept in a hash map in memory and, optionally, in a directory of small
-// safetensors files keyed by the VLM's fingerprint; plus text -> image retrieval over a pool.
+// CLIP features for a batch: each distinct image (by content) or text is run through the frozen
+// VLM once, kept in a hash map in memory and, optionally, in a directory of small safetensors
+// files keyed by the VLM (weights, config, tokenizer) and the input, with a checksum of the
+// values; plus text -> image retrieval over a pool.
 // The encoders are in encoder.c / clip.c, image decoding in image.c, tokenizers in tok_*.c.
 //
 // What the experts get (a PROJECT CHOICE, see research/methods.md section 1.3):
@@ -29,7 +30,7 @@
 #define CHUNK_IMAGES 8 // images per vision forward: bounds the private arena (~35 MB each, B/32)
 #define CHUNK_TEXTS  32
 #define CLIP_CONTEXT 77
-#define DISK_FORMAT  "xadapt-vlm-features/1"
+#define DISK_FORMAT  "xadapt-vlm-features/2"
 
 enum { KIND_IMAGE, KIND_TEXT };
 static const char *const kind_names[] = {"image", "text"};
@@ -43,18 +44,32 @@ typedef struct entry {
     int64_t ntok, dtok, dproj;
     float *tokens; // ntok * dtok, followed by pooled (dproj) in the same allocation
     float *pooled;
+    uint64_t pool_mark; // retrieval: the call that last saw it in its pool
 } entry;
+
+// A file seen before: its stat signature (path, size, times, inode) and the content key made by
+// reading it, so an unchanged file is hashed once per process.
+typedef struct seen_file {
+    struct seen_file *next;
+    uint64_t hash;
+    char *sig;
+    char key[48];
+} seen_file;
 
 struct xa_vlm_cache {
     xa_ctx *work; // the VLM's own context (see the top of the file)
     xa_model *vlm;
     char *dir; // NULL: memory only
-    char fp[17];
+    char fp[34]; // the weights' fingerprint, then a hash of config.json and the tokenizer files
     xa_tokenizer *tok;
     char *tok_missing; // why text features cannot be computed (NULL when tok is loaded)
     entry **slots;
     size_t nslots, count;
+    seen_file **files;
+    size_t nfile_slots, nfiles;
     int64_t computed, mem_hits, disk_hits;
+    uint64_t retrievals;
+    char *disk_error; // why the directory stopped being written (then memory only)
 };
 
 // --- hashing
@@ -71,6 +86,22 @@ static uint64_t mix(uint64_t z) { // splitmix64's finaliser
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
+}
+
+// fnv1a over a whole file, or over a marker when it cannot be read (absent files hash alike).
+static uint64_t file_hash(uint64_t h, const char *dir, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    h = fnv1a(h, name, strlen(name) + 1);
+    if (!f)
+        return fnv1a(h, "(absent)", 8);
+    unsigned char buf[1 << 15];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        h = fnv1a(h, buf, got);
+    fclose(f);
+    return h;
 }
 
 static uint64_t key_hash(int kind, const char *key) {
@@ -238,7 +269,16 @@ xa_status xa_vlm_cache_new(xa_ctx *ctx, xa_model *vlm, const char *disk_dir, xa_
     }
     xa_set_grad_enabled(c->work, false);
     xa_set_training(c->work, false);
-    snprintf(c->fp, sizeof c->fp, "%s", xa_model_fingerprint(vlm));
+    // Features depend on the weights, on the config (activation, eps, heads, sizes, end-of-text
+    // rule) and, for texts, on the tokenizer: a cache directory shared by checkpoints that
+    // differ in any of them must not hand one's features to the other.
+    uint64_t h = 0xcbf29ce484222325ull;
+    static const char *const files[] = {"config.json", "tokenizer.json", "vocab.json",
+                                        "merges.txt"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        h = file_hash(h, xa_model_dir(vlm), files[i]);
+    snprintf(c->fp, sizeof c->fp, "%.16s%016llx", xa_model_fingerprint(vlm),
+             (unsigned long long)mix(h));
     if (disk_dir) {
         if ((st = make_dirs(ctx, disk_dir)))
             goto out_free;
@@ -265,11 +305,23 @@ void xa_vlm_cache_free(xa_vlm_cache *c) {
             entry_free(e);
         }
     free(c->slots);
+    for (size_t i = 0; i < c->nfile_slots; i++)
+        for (seen_file *s = c->files[i], *next; s; s = next) {
+            next = s->next;
+            free(s->sig);
+            free(s);
+        }
+    free(c->files);
+    free(c->disk_error);
     xa_tokenizer_free(c->tok);
     free(c->tok_missing);
     free(c->dir);
     xa_ctx_free(c->work);
     free(c);
+}
+
+const char *xa_vlm_cache_disk_error(const xa_vlm_cache *c) {
+    return c->disk_error;
 }
 
 void xa_vlm_cache_stats(const xa_vlm_cache *c, int64_t *computed, int64_t *memory_hits,
@@ -289,8 +341,17 @@ static int64_t token_dim(const xa_vlm_cache *c, int kind) {
     return kind == KIND_IMAGE ? cfg->vision.hidden : cfg->text.hidden;
 }
 
+// A checksum of an entry's values (tokens and pooled), as 16 hex digits.
+static void values_sum(const entry *e, char out[17]) {
+    uint64_t h =
+        fnv1a(0xcbf29ce484222325ull, e->tokens, (size_t)(e->ntok * e->dtok) * sizeof(float));
+    h = fnv1a(h, e->pooled, (size_t)e->dproj * sizeof(float));
+    snprintf(out, 17, "%016llx", (unsigned long long)mix(h));
+}
+
 // Fill e from its file. false (and no message anywhere) when the file is absent, unreadable,
-// malformed or belongs to another input: the features are then computed and the file rewritten.
+// malformed, damaged (checksum, non-finite values) or belongs to another input: the features
+// are then computed and the file rewritten.
 static bool disk_read(xa_vlm_cache *c, entry *e) {
     if (!c->dir)
         return false;
@@ -317,7 +378,18 @@ static bool disk_read(xa_vlm_cache *c, entry *e) {
         goto out;
     memcpy(e->tokens, tok->data, (size_t)tok->numel * sizeof(float));
     memcpy(e->pooled, pool->data, (size_t)proj * sizeof(float));
-    ok = true;
+    char sum[17];
+    values_sum(e, sum);
+    const char *want = xa_st_meta_get(f, "checksum");
+    ok = want && !strcmp(want, sum);
+    for (int64_t i = 0; ok && i < tok->numel; i++)
+        ok = isfinite(e->tokens[i]);
+    for (int64_t i = 0; ok && i < proj; i++)
+        ok = isfinite(e->pooled[i]);
+    if (!ok) { // back to an empty entry: it is computed again
+        free(e->tokens);
+        e->tokens = e->pooled = NULL;
+    }
 out:
     xa_tensor_release(tok);
     xa_tensor_release(pool);
@@ -346,6 +418,10 @@ static xa_status disk_write(xa_ctx *ctx, xa_vlm_cache *c, const entry *e) {
         st = xa_st_writer_meta(w, "kind", kind_names[e->kind]);
     if (!st)
         st = xa_st_writer_meta(w, "key", e->key);
+    char sum[17];
+    values_sum(e, sum);
+    if (!st)
+        st = xa_st_writer_meta(w, "checksum", sum);
     if (!st)
         st = xa_st_writer_write(w, path);
     xa_st_writer_free(w);
@@ -398,60 +474,70 @@ static xa_status need_tokenizer(xa_ctx *ctx, const xa_vlm_cache *c) {
 }
 
 // Text forward over n pending text entries (at most CHUNK_TEXTS): CLIP's tokenizer, cut to 77
-// tokens (end-of-text kept), right-padded with a mask.
+// tokens (end-of-text kept). Texts of one length run together, without padding: no work is
+// spent on padding, and a text's features depend less on the texts computed with it (padding
+// changed them by up to 2e-6; the batch's row count still moves the last bit, ~1e-7).
 static xa_status compute_texts(xa_ctx *ctx, xa_vlm_cache *c, entry **e, int64_t n) {
     const xa_model_config *cfg = xa_model_config_of(c->vlm);
     int64_t ctxlen =
         cfg->text.max_positions < CLIP_CONTEXT ? cfg->text.max_positions : CLIP_CONTEXT;
     xa_encode_opts eo = {.max_length = (int32_t)ctxlen};
     xa_encoding *enc = xa_calloc(ctx, (size_t)n, sizeof *enc);
-    if (!enc)
-        return XA_ENOMEM;
-    xa_status st = XA_OK;
-    int64_t T = 1;
+    int32_t *ids = xa_calloc(ctx, (size_t)(n * ctxlen), sizeof *ids);
+    float *mask = xa_malloc(ctx, (size_t)(n * ctxlen) * sizeof *mask);
+    int64_t *group = xa_malloc(ctx, (size_t)n * sizeof *group);
+    xa_status st = enc && ids && mask && group ? XA_OK : XA_ENOMEM;
     for (int64_t i = 0; i < n && !st; i++) {
         st = from_work(ctx, c, xa_tokenizer_encode(c->work, c->tok, e[i]->key, NULL, &eo, &enc[i]),
                        "text features");
-        if (!st && enc[i].len < 1)
-            st = xa_errorf(ctx, XA_EINVAL, "text features: text %lld encodes to no tokens",
-                           (long long)i);
-        T = !st && enc[i].len > T ? enc[i].len : T;
+        if (!st && (enc[i].len < 1 || enc[i].len > ctxlen))
+            st = xa_errorf(ctx, XA_EINVAL, "text features: text %lld encodes to %lld tokens",
+                           (long long)i, (long long)enc[i].len);
     }
-    int32_t *ids = st ? NULL : xa_calloc(ctx, (size_t)(n * T), sizeof *ids);
-    float *mask = ids ? xa_calloc(ctx, (size_t)(n * T), sizeof *mask) : NULL;
-    if (!st && !mask)
+    for (int64_t i = 0; i < n * ctxlen && !st; i++)
+        mask[i] = 1.0f;
+    bool *done = st ? NULL : xa_calloc(ctx, (size_t)n, sizeof *done);
+    if (!st && !done)
         st = XA_ENOMEM;
-    int32_t pad = cfg->pad_id >= 0 && cfg->pad_id < cfg->text.vocab ? (int32_t)cfg->pad_id : 0;
-    for (int64_t i = 0; i < n && !st; i++)
-        for (int64_t t = 0; t < T; t++) {
-            bool real = t < enc[i].len;
-            ids[i * T + t] = real ? enc[i].ids[t] : pad;
-            mask[i * T + t] = real ? 1.0f : 0.0f;
-        }
-    xa_text_out to;
-    if (!st) {
-        xa_text_batch tb = {.ids = ids, .mask = mask, .B = n, .T = T};
+    for (int64_t first = 0; first < n && !st; first++) {
+        if (done[first])
+            continue;
+        int64_t T = enc[first].len, m = 0;
+        for (int64_t i = first; i < n; i++) // every pending text of this length
+            if (!done[i] && enc[i].len == T) {
+                done[i] = true;
+                group[m] = i;
+                memcpy(ids + m * T, enc[i].ids, (size_t)T * sizeof *ids);
+                m++;
+            }
+        xa_text_out to;
+        xa_text_batch tb = {.ids = ids, .mask = mask, .B = m, .T = T};
         st = from_work(ctx, c, xa_text_forward(c->work, c->vlm, &tb, NULL, &to), "text features");
+        for (int64_t j = 0; j < m && !st; j++) {
+            entry *ej = e[group[j]];
+            int64_t D = to.last->shape[2], P = to.embeds->shape[1];
+            if ((st = entry_alloc(ctx, ej, T, D, P)))
+                break;
+            memcpy(ej->tokens, to.last->data + j * T * D, (size_t)(T * D) * sizeof(float));
+            memcpy(ej->pooled, to.embeds->data + j * P, (size_t)P * sizeof(float));
+        }
+        xa_arena_reset(c->work);
     }
-    for (int64_t i = 0; i < n && !st; i++) {
-        int64_t D = to.last->shape[2], P = to.embeds->shape[1], len = enc[i].len;
-        if ((st = entry_alloc(ctx, e[i], len, D, P)))
-            break;
-        memcpy(e[i]->tokens, to.last->data + i * T * D, (size_t)(len * D) * sizeof(float));
-        memcpy(e[i]->pooled, to.embeds->data + i * P, (size_t)P * sizeof(float));
-    }
-    xa_arena_reset(c->work);
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; enc && i < n; i++)
         xa_encoding_deinit(&enc[i]);
     free(enc);
     free(ids);
     free(mask);
+    free(group);
+    free(done);
     return st;
 }
 
-// The key of an image: its canonical path, size and modification time, so an edited file is a
-// new input. ENOTFOUND when the file cannot be found.
-static char *image_key(xa_ctx *ctx, const char *path) {
+// The key of an image is its content: 128 bits of hash over the file's bytes and its size, so
+// an edited or replaced file is a new input even with the old size and time (cp -p, rsync -a,
+// unpacked archives), a copy elsewhere is the same input, and the disk cache survives moving
+// the data. A file whose path, size, times and inode are unchanged is not read again.
+static char *image_key(xa_ctx *ctx, xa_vlm_cache *c, const char *path) {
     char real[PATH_MAX];
     struct stat st;
     if (!realpath(path, real) || stat(real, &st) != 0) {
@@ -463,12 +549,58 @@ static char *image_key(xa_ctx *ctx, const char *path) {
         xa_errorf(ctx, XA_EINVAL, "image %s: not a regular file", path);
         return NULL;
     }
-    size_t n = strlen(real) + 64;
-    char *key = xa_malloc(ctx, n);
-    if (key)
-        snprintf(key, n, "%s\n%lld\n%lld.%09ld", real, (long long)st.st_size,
-                 (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
-    return key;
+    char sig[PATH_MAX + 160];
+    snprintf(sig, sizeof sig, "%s\n%lld\n%lld.%09ld\n%lld.%09ld\n%llu.%llu", real,
+             (long long)st.st_size, (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec,
+             (long long)st.st_ctim.tv_sec, (long)st.st_ctim.tv_nsec, (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    uint64_t h = mix(fnv1a(0xcbf29ce484222325ull, sig, strlen(sig)));
+    for (seen_file *s = c->nfile_slots ? c->files[h % c->nfile_slots] : NULL; s; s = s->next)
+        if (s->hash == h && !strcmp(s->sig, sig))
+            return xa_strdup(ctx, s->key);
+    FILE *f = fopen(real, "rb");
+    if (!f) {
+        xa_errorf(ctx, XA_EIO, "image %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
+    unsigned char buf[1 << 15];
+    size_t got, total = 0;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        h1 = fnv1a(h1, buf, got);
+        h2 = fnv1a(h2 ^ mix(h1), buf, got); // a second stream, chained to the first
+        total += got;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        xa_errorf(ctx, XA_EIO, "image %s: read error", path);
+        return NULL;
+    }
+    if (c->nfiles + 1 > c->nfile_slots) { // grow to keep chains short
+        size_t n = c->nfile_slots ? c->nfile_slots * 2 : 256;
+        seen_file **t = xa_calloc(ctx, n, sizeof *t);
+        if (!t)
+            return NULL;
+        for (size_t i = 0; i < c->nfile_slots; i++)
+            for (seen_file *s = c->files[i], *next; s; s = next) {
+                next = s->next;
+                s->next = t[s->hash % n], t[s->hash % n] = s;
+            }
+        free(c->files);
+        c->files = t, c->nfile_slots = n;
+    }
+    seen_file *s = xa_calloc(ctx, 1, sizeof *s);
+    if (!s || !(s->sig = xa_strdup(ctx, sig))) {
+        free(s);
+        return NULL;
+    }
+    s->hash = h;
+    snprintf(s->key, sizeof s->key, "%016llx%016llx.%zu", (unsigned long long)mix(h1),
+             (unsigned long long)mix(h2), total);
+    s->next = c->files[h % c->nfile_slots], c->files[h % c->nfile_slots] = s;
+    c->nfiles++;
+    return xa_strdup(ctx, s->key);
 }
 
 // Entries for n inputs of one kind (out[i] for inputs[i]): from memory, then disk, then the VLM
@@ -489,7 +621,7 @@ static xa_status resolve(xa_ctx *ctx, xa_vlm_cache *c, int kind, const char *con
             st = xa_errorf(ctx, XA_EINVAL, "%s %lld is NULL", kind_names[kind], (long long)i);
             break;
         }
-        char *ikey = kind == KIND_IMAGE ? image_key(ctx, inputs[i]) : NULL;
+        char *ikey = kind == KIND_IMAGE ? image_key(ctx, c, inputs[i]) : NULL;
         const char *key = kind == KIND_IMAGE ? ikey : inputs[i];
         if (!key) {
             st = xa_errcode(ctx) ? xa_errcode(ctx) : XA_ENOMEM;
@@ -525,7 +657,15 @@ static xa_status resolve(xa_ctx *ctx, xa_vlm_cache *c, int kind, const char *con
         for (int64_t j = 0; j < m && !st; j++) {
             miss[i + j]->pending = false;
             c->computed++;
-            st = disk_write(ctx, c, miss[i + j]);
+            if (disk_write(ctx, c, miss[i + j]) != XA_OK) { // a full disk is no reason to stop
+                size_t len = strlen(xa_errmsg(ctx)) + 80;
+                if ((c->disk_error = malloc(len)))
+                    snprintf(c->disk_error, len, "%s; features are kept in memory only from now on",
+                             xa_errmsg(ctx));
+                xa_error_clear(ctx);
+                free(c->dir);
+                c->dir = NULL;
+            }
         }
     }
     if (st)
@@ -618,7 +758,9 @@ typedef struct {
 
 static int by_score(const void *pa, const void *pb) { // best first, ties by lower index
     const scored *a = pa, *b = pb;
-    if (a->score != b->score)
+    if (isnan(a->score) != isnan(b->score)) // NaN last, so the order stays consistent
+        return isnan(a->score) ? 1 : -1;
+    if (a->score != b->score && !isnan(a->score))
         return a->score < b->score ? 1 : -1;
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
@@ -651,22 +793,38 @@ xa_status xa_vlm_retrieve(xa_ctx *ctx, xa_vlm_cache *c, const char *const *pool,
                        "retrieval: image embeddings have %lld values, text "
                        "embeddings %lld",
                        (long long)pe[0]->dproj, (long long)te[0]->dproj);
-    for (int64_t j = 0; !st && j < npool; j++)
+    // The same image listed twice (or two byte-identical files) is one candidate: the first.
+    int64_t nuniq = 0, *uniq = st ? NULL : xa_malloc(ctx, (size_t)npool * sizeof *uniq);
+    if (!st && !uniq)
+        st = XA_ENOMEM;
+    c->retrievals++;
+    for (int64_t j = 0; !st && j < npool; j++) {
+        if (pe[j]->pool_mark == c->retrievals)
+            continue;
+        pe[j]->pool_mark = c->retrievals;
         pn[j] = norm_of(pe[j]->pooled, pe[j]->dproj);
+        uniq[nuniq++] = j;
+    }
+    if (!st && k > nuniq)
+        st = xa_errorf(ctx, XA_EINVAL,
+                       "retrieval: k = %d, but the pool has %lld distinct images (of %lld)", k,
+                       (long long)nuniq, (long long)npool);
     for (int64_t b = 0; !st && b < B; b++) {
         const float *q = te[b]->pooled;
         int64_t P = te[b]->dproj;
         double qn = norm_of(q, P);
-        for (int64_t j = 0; j < npool; j++) {
+        for (int64_t u = 0; u < nuniq; u++) {
+            int64_t j = uniq[u];
             double dot = 0;
             for (int64_t d = 0; d < P; d++)
                 dot += (double)q[d] * pe[j]->pooled[d];
-            s[j] = (scored){dot / (qn * pn[j]), j};
+            s[u] = (scored){dot / (qn * pn[j]), j};
         }
-        qsort(s, (size_t)npool, sizeof *s, by_score);
+        qsort(s, (size_t)nuniq, sizeof *s, by_score);
         for (int j = 0; j < k; j++)
             out_idx[b * k + j] = s[j].idx;
     }
+    free(uniq);
     free(pe);
     free(te);
     free(s);

@@ -63,15 +63,21 @@ local function pool_paths(fname, pool)
           fname)
 end
 
--- Give every example without images the k pool images closest to its text (CLIP text-to-image
--- cosine). The result is stored in the examples (ex.images), so it is computed once.
-local function retrieve(fname, cache, examples, spec)
+-- Give every example without images of its own the k pool images closest to its text (CLIP
+-- text-to-image cosine). The result is stored in the examples (ex.images, with ex._retrieved
+-- saying from what), so it is computed once, and again when k, the pool or the VLM change.
+local function retrieve(fname, cache, vlm, examples, spec)
   U.check_opts(fname .. ": features.retrieve", spec, {"pool", "k"})
   local k = U.check_positive(fname, "retrieve.k", spec.k or 1)
   local pool = pool_paths(fname, spec.pool)
+  if k > #pool then
+    U.raise("%s: features.retrieve.k = %d, but the pool has %d image%s", fname, k, #pool,
+            #pool == 1 and "" or "s")
+  end
+  local from = table.concat({k, vlm:info().fingerprint, table.concat(pool, "\0")}, "\0")
   local pending, texts = {}, {}
   for _, ex in ipairs(examples) do
-    if not ex.images and not ex.image then
+    if (not ex.images and not ex.image) or (ex._retrieved and ex._retrieved ~= from) then
       if type(ex.text) ~= "string" then U.raise("%s: retrieval needs ex.text", fname) end
       pending[#pending + 1] = ex
       texts[#texts + 1] = ex.text
@@ -81,11 +87,12 @@ local function retrieve(fname, cache, examples, spec)
   for start = 1, #pending, chunk do
     local part = table.move(texts, start, math.min(#texts, start + chunk - 1), 1, {})
     local idx, err = cache:retrieve(pool, part, k)
-    if not idx then U.raise("%s: retrieval: %s", fname, err) end
+    if not idx then U.raise("%s: features.retrieve: %s", fname, (err:gsub("^retrieval: ", ""))) end
     for i, row in ipairs(idx) do
       local imgs = {}
       for j, p in ipairs(row) do imgs[j] = pool[p] end
       pending[start + i - 1].images = imgs
+      pending[start + i - 1]._retrieved = from
     end
   end
 end
@@ -104,7 +111,7 @@ function T.features(fname, model, examples, has_images, spec, cache_dir)
   end
   local r = {cache = feature_cache(vlm, cache_dir)}
   if spec.retrieve then
-    retrieve(fname, r.cache, examples, spec.retrieve)
+    retrieve(fname, r.cache, vlm, examples, spec.retrieve)
     has_images = true
   end
   r.images = spec.images

@@ -61,6 +61,20 @@ if H.shared then -- retrieval embeds texts with CLIP's text tower: needs its tok
     H.eq(#e.images, 2, "k retrieved images")
     H.check(e.images[1] ~= e.images[2], "distinct images")
   end
+  -- another k on the same data set retrieves again (the stored images were for k = 2)
+  xa.evaluate{model = mr, data = texts, head = "cls",
+              features = {texts = false, retrieve = {pool = H.out .. "/img", k = 3}}}
+  for _, e in ipairs(texts.examples) do H.eq(#e.images, 3, "retrieved again for k = 3") end
+  H.raises(function()
+    xa.evaluate{model = mr, data = texts, head = "cls",
+                features = {texts = false, retrieve = {pool = H.out .. "/img", k = 9}}}
+  end, "xa.evaluate: features.retrieve.k = 9, but the pool has 6 images")
+  -- the same file twice in a list pool is one candidate
+  local twice = {imgs[1], imgs[1], imgs[2]}
+  H.raises(function()
+    xa.evaluate{model = mr, data = texts, head = "cls",
+                features = {texts = false, retrieve = {pool = twice, k = 3}}}
+  end, "features.retrieve: k = 3, but the pool has 2 distinct images (of 3)")
   local idx = f:retrieve(imgs, {"a b", "c d"}, 3)
   H.eq(#idx, 2, "retrieve rows")
   H.eq(#idx[1], 3, "retrieve k")

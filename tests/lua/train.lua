@@ -275,6 +275,11 @@ for i = 1, #plain.losses do
 end
 local dropped = run3(top_model(), {dropout = 0.1})
 H.eq(dropped.prefix_cache.hits, 0, "base dropout: the prefix is not exact, the cache is not used")
+-- MLM training masks other positions every epoch: no row comes back, so none is kept
+local masked = xa.train{model = top_model(), data = data, objective = "mlm", epochs = 3, batch = 8,
+                        seed = 1, progress = false}
+H.eq(masked.prefix_cache.hits + masked.prefix_cache.misses, 0, "mlm: the cache is not used")
+H.eq(masked.prefix_cache.mb, 0, "mlm: nothing kept")
 local off = run3(top_model(), {prefix_cache = false})
 H.eq(off.prefix_cache.hits + off.prefix_cache.misses, 0, "xa.train{prefix_cache = false}")
 H.raises(function() xa.model{plm = plm, prefix_cache = "big"} end, "prefix_cache must be a size in MB or false")

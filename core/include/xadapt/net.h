@@ -100,6 +100,8 @@ xa_fusion xa_net_fusion(const xa_net *n);
 typedef struct xa_net_batch {
     xa_text_batch text;
     const xa_vlm_feats *feats; // NULL when the adapters need none
+    bool one_off; // ids drawn at random for this step (MLM masking): the frozen-prefix cache
+                  // would never see them again, so it neither looks them up nor keeps them
 } xa_net_batch;
 
 typedef struct xa_net_out {

@@ -69,11 +69,15 @@ xa_tensor *xa_ntxent_loss(xa_ctx *ctx, xa_tensor *a, xa_tensor *b, float tempera
 typedef struct xa_vlm_cache xa_vlm_cache;
 
 // Features of each distinct input are computed once by the frozen VLM and kept in memory,
-// spilling to `disk_dir` (NULL: memory only) in files keyed by the VLM's fingerprint and the
-// input (image path + size + mtime, or text). The cache owns the CLIP tokenizer it loads from
-// the VLM's directory (needed for text features).
+// spilling to `disk_dir` (NULL: memory only) in files keyed by the VLM (weights fingerprint,
+// config.json, tokenizer files) and the input (an image's content, or the text), with a
+// checksum of the values (a damaged file is computed again). The cache owns the CLIP tokenizer
+// it loads from the VLM's directory (needed for text features).
 xa_status xa_vlm_cache_new(xa_ctx *ctx, xa_model *vlm, const char *disk_dir, xa_vlm_cache **out);
 void xa_vlm_cache_free(xa_vlm_cache *c);
+// Why writing the directory failed (a full disk, lost permissions), or NULL: after a failed
+// write the cache goes on in memory only and this says so, once, for the caller to report.
+const char *xa_vlm_cache_disk_error(const xa_vlm_cache *c);
 // Statistics: inputs computed by the VLM, and served from memory or disk.
 void xa_vlm_cache_stats(const xa_vlm_cache *c, int64_t *computed, int64_t *memory_hits,
                         int64_t *disk_hits);
@@ -88,6 +92,8 @@ xa_status xa_vlm_texts(xa_ctx *ctx, xa_vlm_cache *c, const char *const *texts, i
                        xa_vlm_feats *out);
 // For text-only data: the k pool images whose CLIP embeddings are closest (cosine) to each
 // text's, best first, as indices into `pool` (B*k). Pool embeddings are cached like any image.
+// An image listed twice, or byte-identical files, count once (the first index); k must not
+// exceed the distinct images.
 xa_status xa_vlm_retrieve(xa_ctx *ctx, xa_vlm_cache *c, const char *const *pool, int64_t npool,
                           const char *const *texts, int64_t B, int k, int64_t *out_idx);
 
