@@ -146,6 +146,11 @@ static int l_checkpoint_load(lua_State *L) {
     if (!o->opt || o->net != m->net)
         return xl_argerror(L, 3, "the optimizer training this model");
     xa_ctx *ctx = xl_ctx(L);
+    if (xa_net_merged(m->net))
+        return xl_failf(L,
+                        "%s: adapter '%s' is merged into the frozen projections; unmerge it "
+                        "(m:control('%s', 'unmerge')) before resuming",
+                        path, xa_net_merged(m->net), xa_net_merged(m->net));
     st_box *box = lua_newuserdatauv(L, sizeof *box, 0);
     box->f = NULL;
     if (luaL_newmetatable(L, "xadapt.StFile")) {

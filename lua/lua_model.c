@@ -282,6 +282,14 @@ static int model_insert(lua_State *L) {
 static int freeze(lua_State *L, bool frozen) {
     xl_model *m = xl_check_model(L, 1);
     const char *pattern = luaL_checkstring(L, 2);
+    // The forward dropped what backward would not need under the old setting (a frozen
+    // weight's input): changing it before the backward would read freed activations.
+    if (m->step.generation && m->step.generation == xl_state_of(L)->generation &&
+        m->step.training && !m->step.backward_done)
+        return xl_raise(L,
+                        "%s: a step is between its forward and its backward; change what trains "
+                        "before the forward or after the backward (e.g. in on_step)",
+                        frozen ? "freeze" : "unfreeze");
     int matched = 0;
     if (xa_net_freeze(m->net, pattern, frozen, &matched) != XA_OK)
         return xl_raise_ctx(L, NULL);
@@ -686,8 +694,16 @@ static int model_head(lua_State *L) {
 
 // The head at `idx` as a Head or a name of one of the model's heads.
 xl_head *xl_model_head(lua_State *L, int model_idx, int idx) {
-    if (lua_type(L, idx) != LUA_TSTRING)
-        return xl_check_head(L, idx);
+    model_idx = lua_absindex(L, model_idx), idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TSTRING) { // a Head: it must be this model's
+        xl_head *h = xl_check_head(L, idx);
+        lua_getiuservalue(L, model_idx, UV_HEADS);
+        bool ours = lua_getfield(L, -1, h->name) != LUA_TNIL && lua_rawequal(L, -1, idx);
+        lua_pop(L, 2);
+        if (!ours)
+            xl_raise(L, "head '%s' belongs to another model", h->name);
+        return h;
+    }
     const char *name = lua_tostring(L, idx);
     lua_getiuservalue(L, model_idx, UV_HEADS);
     if (lua_getfield(L, -1, name) == LUA_TNIL) {

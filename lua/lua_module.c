@@ -563,6 +563,18 @@ int luaopen_xadapt(lua_State *L) {
     xl_open_eval(L, mod);
     xl_open_checkpoint(L, mod);
     xl_open_features(L, mod);
+    // getmetatable(obj) gives scripts the class name (U.typeof reads __name), never the
+    // metatable: a __gc called by hand would free what the object still points to.
+    static const char *const classes[] = {XL_ENCODER, XL_MODEL, XL_HEAD,     XL_TOKENIZER, XL_BATCH,
+                                          XL_OPTIM,   XL_LOSS,  XL_FEATURES, NULL};
+    for (int i = 0; classes[i]; i++) {
+        luaL_getmetatable(L, classes[i]);
+        lua_createtable(L, 0, 1);
+        lua_pushstring(L, classes[i]);
+        lua_setfield(L, -2, "__name");
+        lua_setfield(L, -2, "__metatable");
+        lua_pop(L, 1);
+    }
 
     // The pure-Lua helpers add xa.train, xa.schedule, xa.data readers, xa.probe, ... They
     // `require "xadapt"` and must see this table, so it is registered before they load.

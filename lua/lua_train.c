@@ -333,6 +333,20 @@ static xa_tensor *pool(xa_ctx *ctx, const xl_step *s, xa_pool p) {
 }
 
 xa_tensor *xl_head_logits(lua_State *L, xl_step *s, xl_head *h) {
+    // A head reads one row per example, a choice head `choices` rows: the batch must be built
+    // for it (a mismatch would read labels past the batch's end).
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->batch_ref);
+    const xl_batch *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    bool choice = !h->proj_w && h->opts.kind == XA_HEAD_CHOICE;
+    if (b && choice && b->choices != h->opts.choices)
+        xl_raise(L, "head '%s' is a choice head for %d choices; the batch has %d per example",
+                 h->name, h->opts.choices, b->choices);
+    if (b && !choice && b->choices > 1)
+        xl_raise(L,
+                 "head '%s' reads one row per example; the batch has %d choices per example "
+                 "(use a choice head)",
+                 h->name, b->choices);
     if (h->proj_w)
         return xa_linear(xl_ctx(L),
                          xa_dropout(xl_ctx(L), pool(xl_ctx(L), s, h->proj_pool), h->opts.dropout),
@@ -454,10 +468,11 @@ static int model_backward(lua_State *L) {
         return xl_raise(L, "backward after a forward with train = false");
     if (xa_backward(xl_ctx(L), l->t) != XA_OK)
         return xl_raise_ctx(L, "backward");
+    m->step.backward_done = true;
     return 0;
 }
 
-// m:_end(): end the step (frees its activations; losses of it become invalid).
+// m:_prepare(): make the parameters a network creates on its first forward (concat fusion).
 static int model_prepare(lua_State *L) {
     xl_model *m = xl_check_model(L, 1);
     if (xa_net_prepare(m->net) != XA_OK)
@@ -465,6 +480,7 @@ static int model_prepare(lua_State *L) {
     return 0;
 }
 
+// m:_end(): end the step (frees its activations; losses of it become invalid).
 static int model_end(lua_State *L) {
     xl_model *m = xl_check_model(L, 1);
     if (m->step.batch_ref)

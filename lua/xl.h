@@ -114,6 +114,7 @@ typedef struct xl_step {
     xa_vlm_feats feats;
     bool has_feats;
     int batch_ref; // registry reference to the batch userdata (kept alive for the step)
+    bool backward_done; // the step's tape was walked (what trains may change again)
 } xl_step;
 
 typedef struct xl_model {

@@ -77,6 +77,9 @@ Test(lua, clip_features_retrieval_and_distillation) {
 Test(lua, masked_word_probing) {
     run_script("probe", NULL);
 }
+Test(lua, misuse_found_by_fuzzing_is_an_error_not_a_crash) {
+    run_script("misuse", NULL);
+}
 
 // A broken script fails with exit status `status`, and its stderr names file:line and `msg`.
 static void expect_broken(const char *file, int line, const char *msg, int status) {

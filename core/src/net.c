@@ -174,6 +174,13 @@ xa_tensor *xa_net_new_param(xa_net *n, xa_adapter *a, const char *name, int ndim
 
 static bool is_projection(int at) { return at >= XA_SITE_Q && at <= XA_SITE_FF2; }
 
+const char *xa_net_merged(const xa_net *n) {
+    for (int i = 0; i < n->layers * XA_SITE_COUNT; i++)
+        if (n->replacer[i])
+            return n->replacer[i]->name;
+    return NULL;
+}
+
 xa_status xa_net_replace(xa_net *n, xa_adapter *a, int layer, int at, bool on) {
     if (layer < 0 || layer >= n->layers || !is_projection(at))
         return xa_errorf(n->ctx, XA_EINVAL, "%s: only projections (q, k, v, o, ff1, ff2) of layers "

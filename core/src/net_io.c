@@ -206,6 +206,13 @@ xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) 
                        fmt ? fmt : "none");
         goto out;
     }
+    if (xa_net_merged(n)) {
+        st = xa_errorf(ctx, XA_ESTATE,
+                       "%s: adapter '%s' is merged into the frozen projections; unmerge it "
+                       "(m:control('%s', 'unmerge')) before loading values",
+                       path, xa_net_merged(n), xa_net_merged(n));
+        goto out;
+    }
     const char *ours = xa_model_fingerprint(xa_net_plm(n));
     if (!force && (!fp || strcmp(fp, ours))) {
         st = xa_errorf(ctx, XA_EINVAL,

@@ -266,8 +266,8 @@ static xa_status ensure_state(xa_optim *opt) {
     if (st)
         return st;
     int64_t n = opt->ps->numel;
-    if (opt->n_param_steps < opt->ps->n) { // new parameters have taken no step yet
-        int64_t *ps = realloc(opt->param_steps, opt->ps->n * sizeof *ps);
+    if (opt->n_param_steps < opt->ps->n || !opt->param_steps) { // new ones took no step yet
+        int64_t *ps = realloc(opt->param_steps, (opt->ps->n ? opt->ps->n : 1) * sizeof *ps);
         if (!ps)
             return xa_errorf(opt->ctx, XA_ENOMEM, "out of memory for the optimizer's state");
         memset(ps + opt->n_param_steps, 0, (opt->ps->n - opt->n_param_steps) * sizeof *ps);

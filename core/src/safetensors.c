@@ -1023,7 +1023,8 @@ xa_status xa_st_writer_write(xa_st_writer *w, const char *path) {
     char *tmp = NULL, q[256];
     int fd = -1;
 
-    qsort(w->items, w->count, sizeof *w->items, cmp_item);
+    if (w->count) // qsort(NULL, 0, ...) is undefined
+        qsort(w->items, w->count, sizeof *w->items, cmp_item);
     const char **names = xa_malloc(ctx, (w->count ? w->count : 1) * sizeof *names);
     if (!names)
         return XA_ENOMEM;

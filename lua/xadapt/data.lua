@@ -213,6 +213,7 @@ end
 -- xa.data.words(path) -> words, aliases: a word list, one per line; "alias: word" lines map
 -- an alias to a word (ViComTe's color-words.txt).
 function D.words(path)
+  U.check_type("xa.data.words", "path", path, "string")
   local f, err = io.open(path, "r")
   if not f then return nil, err end
   local words, aliases = {}, {}
@@ -256,7 +257,7 @@ end
 
 -- A seeded shuffle (a new dataset).
 function Dataset:shuffle(seed)
-  U.check_type("d:shuffle", "seed", seed, "integer")
+  seed = U.check_type("d:shuffle", "seed", seed, "integer")
   local perm, out = xa.permutation(#self.examples, seed), {}
   for i, j in ipairs(perm) do out[i] = self.examples[j] end
   return new_dataset(out, self.name, self.spec)
@@ -267,7 +268,7 @@ function Dataset:split(n, seed)
   if type(n) ~= "number" or not (n >= 0) then
     U.raise("d:split: n must be a count or a fraction (< 1) of the examples, got %s", tostring(n))
   end
-  U.check_type("d:split", "seed", seed, "integer", true)
+  seed = U.check_type("d:split", "seed", seed, "integer", true)
   local d = seed and self:shuffle(seed) or self
   local k = n < 1 and math.floor(n * #d.examples + 0.5) or math.floor(n)
   local a, b = {}, {}
@@ -280,7 +281,13 @@ end
 function Dataset:map(fn)
   U.check_type("d:map", "fn", fn, "function")
   local out = {}
-  for i, ex in ipairs(self.examples) do out[i] = fn(ex, i) end
+  for i, ex in ipairs(self.examples) do
+    out[i] = fn(ex, i)
+    if type(out[i]) ~= "table" then
+      U.raise("d:map: the function must return an example (a table), got %s for example %d",
+              type(out[i]), i)
+    end
+  end
   return new_dataset(out, self.name, self.spec)
 end
 
@@ -295,6 +302,10 @@ end
 
 -- Token counts of every example with `tok` (cached per tokenizer), for bucketing.
 function Dataset:lengths(tok, max_length)
+  if U.typeof(tok) ~= "xadapt.Tokenizer" then
+    U.raise("d:lengths: a tokenizer expected (m:tokenizer() or xa.tokenizer(dir)), got %s",
+            U.typeof(tok))
+  end
   local key = tostring(tok) .. "/" .. tostring(max_length or 0)
   if not self._lengths[key] then
     local lens, err = tok:lengths(self.examples, max_length or 0)
@@ -312,6 +323,7 @@ function Dataset:plan(opts)
   U.check_opts("d:plan", opts, {"batch", "seed", "bucket", "tokenizer", "max_length", "drop_last"})
   local n, bs = #self.examples, U.check_positive("d:plan", "batch", opts.batch)
   local order
+  U.check_type("d:plan", "seed", opts.seed, "integer", true)
   if opts.seed then order = xa.permutation(n, opts.seed) else
     order = {}
     for i = 1, n do order[i] = i end

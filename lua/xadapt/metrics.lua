@@ -20,6 +20,10 @@ function M.compute(name, pred, gold)
   if not f then
     U.raise("unknown metric '%s' (valid: %s)", tostring(name), table.concat(M.names, ", "))
   end
+  if type(pred) ~= "table" or type(gold) ~= "table" then
+    U.raise("xa.metrics.compute: predictions and gold must be lists, got %s and %s", type(pred),
+            type(gold))
+  end
   return f(pred, gold)
 end
 

@@ -121,6 +121,17 @@ function xa.plot(path, series, opts)
     if type(s) ~= "table" or type(s.points) ~= "table" then
       U.raise("xa.plot: series %d must be {name = ..., points = {{x, y}, ...}}", i)
     end
+    for j, p in ipairs(s.points) do
+      if type(p) ~= "table" or type(p[1]) ~= "number" or type(p[2]) ~= "number" then
+        U.raise("xa.plot: series %d, point %d must be {x, y} (two numbers)", i, j)
+      end
+    end
+  end
+  for _, key in ipairs({"width", "height"}) do
+    local v = opts and opts[key]
+    if v ~= nil and U.check_type("xa.plot", key, v, "integer") < 100 then
+      U.raise("xa.plot: %s must be at least 100 pixels, got %d", key, v)
+    end
   end
   return U.write_atomic(path, Plot.svg(series, opts))
 end

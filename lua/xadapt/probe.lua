@@ -37,6 +37,7 @@ function xa.probe(o)
   if not o.template:find("[MASK]", 1, true) then
     U.raise("%s: the template has no [MASK]", fname)
   end
+  U.check_type(fname, "aliases", o.aliases, "table", true)
   local words, aliases = o.words, U.copy(o.aliases or {}) -- the caller's table stays as given
   if type(words) == "string" then
     local w, a = xa.data.words(words)

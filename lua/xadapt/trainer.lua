@@ -360,6 +360,9 @@ end
 local function check_metrics(fname, run, metrics)
   metrics = metrics or default_metrics(run)
   if type(metrics) == "string" then metrics = {metrics} end
+  if type(metrics) ~= "table" then
+    U.raise("%s: metrics must be a metric name or a list of them, got %s", fname, type(metrics))
+  end
   for _, name in ipairs(metrics) do M.check(fname, name, metric_kind(run)) end
   return metrics
 end
@@ -488,8 +491,8 @@ function xa.train(o)
     U.raise("%s: schedule must be xa.schedule.<name>{...} or a function(step, total)", fname)
   end
   if o.epochs == nil and o.max_steps == nil then o = U.copy(o); o.epochs = 1 end
-  local epochs = o.epochs and U.check_positive(fname, "epochs", o.epochs)
-  local max_steps = o.max_steps and U.check_positive(fname, "max_steps", o.max_steps)
+  local epochs = o.epochs ~= nil and U.check_positive(fname, "epochs", o.epochs) or nil
+  local max_steps = o.max_steps ~= nil and U.check_positive(fname, "max_steps", o.max_steps) or nil
   local nbatches = (#data + batch - 1) // batch
   local per_epoch = (nbatches + accumulate - 1) // accumulate
   local total = epochs and epochs * per_epoch or max_steps

@@ -62,10 +62,11 @@ end
 function U.check_type(fname, key, value, want, optional)
   if value == nil and optional then return nil end
   if want == "integer" then
-    if math.type(value) ~= "integer" and not (type(value) == "number" and value == math.floor(value)) then
+    local i = math.tointeger(value) -- nil for strings, fractions, infinities and |x| >= 2^63
+    if type(value) ~= "number" or not i then
       U.raise("%s: %s must be an integer, got %s", fname, key, tostring(value))
     end
-    return math.tointeger(value)
+    return i
   end
   if type(value) ~= want then
     U.raise("%s: %s must be a %s, got %s", fname, key, want, type(value))

@@ -88,6 +88,10 @@ xa_tensor *xa_net_param(xa_net *n, const char *name, int ndim, const int64_t *sh
                         xa_init init);
 xa_model *xa_net_plm_model(xa_net *n);
 xa_model *xa_net_vlm_model(xa_net *n);
+// The name of an adapter that computes a frozen projection itself (a merged LoRA), or NULL.
+// Its trained values are folded into that projection: loading new ones under it would leave
+// the projection stale, so loads refuse while one is merged.
+const char *xa_net_merged(const xa_net *n);
 // Send a named action to an adapter (LoRA: "merge", "unmerge"); XA_EINVAL when its class
 // has no such action.
 xa_status xa_net_control(xa_net *n, const char *adapter, const char *command);
