@@ -106,4 +106,16 @@ if [ -z "$build_dir" ]; then
     printf '%s\n' "$out" | grep -qx "$libdir/xadapt/plugins/bottleneck.so" ||
         { echo "$out" >&2; fail "the installed adapters are not found in $libdir/xadapt/plugins"; }
 fi
-echo "example-plugin-check: ok: $exe lists class ia3 from an example.so built against $pc"
+
+# The out-of-tree gradient check: gradcheck links the installed libxadapt and compares ia3's
+# gradients with central differences on a tiny random BERT made by the installed xadapt.
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    "$exe" make-random --arch bert-tiny --out "$tmp/bert" >"$log" 2>&1 ||
+    { cat "$log" >&2; fail "xadapt make-random"; }
+env -u LDFLAGS CFLAGS="-O2 -Wall -Wextra -Werror" \
+    LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    make -C "$tmp/example" check MODEL="$tmp/bert" OPTIONS='{"layers": [0, 1]}' >"$log" 2>&1 ||
+    { cat "$log" >&2; fail "make check (the example's gradient check)"; }
+grep -q "^gradcheck ia3: .* 0 off" "$log" || { cat "$log" >&2; fail "gradcheck output"; }
+echo "example-plugin-check: ok: $exe lists class ia3 from an example.so built against $pc;" \
+     "$(grep '^gradcheck ia3' "$log")"

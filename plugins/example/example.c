@@ -30,7 +30,7 @@ static int create(xa_adapter *a, const xa_opts *o) {
     int64_t layers[256];
     int n = H->opt_ints(o, "layers", layers, 256);
     if (n > 256)
-        return H->errorf(ctx, -1, "%s: at most 256 layers, got %d", H->name_of(a), n);
+        return H->errorf(ctx, -1, "at most 256 layers, got %d", n);
     if (n < 0)
         for (n = 0; n < d->layers && n < 256; n++)
             layers[n] = n;
@@ -41,8 +41,7 @@ static int create(xa_adapter *a, const xa_opts *o) {
                 return -1; // out of range: the host said so
             xa_tensor **slot = &s->l[layers[i] * 2 + k];
             if (*slot)
-                return H->errorf(ctx, -1, "%s: layer %lld is listed twice", H->name_of(a),
-                                 (long long)layers[i]);
+                return H->errorf(ctx, -1, "layer %lld is listed twice", (long long)layers[i]);
             char name[32];
             snprintf(name, sizeof name, "l%lld.%s", (long long)layers[i], k ? "l_v" : "l_k");
             if (!(*slot = H->param(a, name, 1, (int64_t[]){d->hidden}, XA_INIT_ONE_, 0.0f)))

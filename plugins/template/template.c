@@ -54,7 +54,7 @@ static int create(xa_adapter *a, const xa_opts *o) {
     int64_t layers[256];
     int n = H->opt_ints(o, "layers", layers, 256);
     if (n > 256)
-        return H->errorf(ctx, -1, "%s: at most 256 layers, got %d", H->name_of(a), n);
+        return H->errorf(ctx, -1, "at most 256 layers, got %d", n);
     if (n < 0)
         for (n = 0; n < d->layers && n < 256; n++)
             layers[n] = n;
@@ -66,8 +66,7 @@ static int create(xa_adapter *a, const xa_opts *o) {
             return -1;
         int64_t l = layers[i]; // in range now
         if (s->g[l])
-            return H->errorf(ctx, -1, "%s: layer %lld is listed twice", H->name_of(a),
-                             (long long)l);
+            return H->errorf(ctx, -1, "layer %lld is listed twice", (long long)l);
         // A trainable parameter, owned by the host: it lives in the net's parameter slab, gets
         // gradients and optimizer state there and is saved and loaded by the host under the
         // name "<instance>.<name>" (here "scale.l0.g"). Never free it. Zero initialisation

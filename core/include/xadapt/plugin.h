@@ -224,7 +224,7 @@ typedef struct xa_plugin_info {
     } while (0)
 
 // The one symbol a plugin exports. Return 0 on success; on failure return nonzero and set
-// *errmsg to a message from malloc/strdup (the host frees it).
+// *errmsg to a message from malloc (the host frees it; strdup is not declared under -std=c11).
 typedef int (*xa_plugin_init_fn)(const xa_host_api *host, xa_plugin_info *info, char **errmsg);
 #define XA_PLUGIN_INIT_SYMBOL "xa_plugin_init"
 
