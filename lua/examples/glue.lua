@@ -1,8 +1,8 @@
 -- glue.lua: fine-tune on a GLUE task (SST-2 or RTE) with any adapter kind, on a frozen PLM.
 --
 --   xadapt run lua/examples/glue.lua task=sst2|rte adapter=bottleneck|lora|kadapter|xadapter|none
---       [plm=DIR] [vlm=DIR] [shared=DIR] [out=DIR] [n=512] [dev=256] [steps=60] [epochs=]
---       [batch=16] [lr=1e-3] [eval_every=20] [patience=3] [seed=1] [resume=true]
+--       [plm=DIR] [vlm=DIR] [pool=500] [shared=DIR] [out=DIR] [n=512] [dev=256] [steps=60]
+--       [epochs=] [batch=16] [lr=1e-3] [eval_every=20] [patience=3] [seed=1] [resume=true]
 --
 -- adapter=xadapter needs a VLM: the text-only GLUE examples get images retrieved from the
 -- Flickr8k images by CLIP (V-expert) and CLIP's features of their text (T-expert). Checkpoints

@@ -5,7 +5,7 @@
 -- fine-tuning of a head with the adapter frozen.
 --
 --   xadapt run lua/examples/kadapter.lua [plm=DIR] [shared=DIR] [out=DIR] [facts=512]
---       [steps=40] [size=64] [sst2=256] [ft_steps=30] [save=fac.safetensors]
+--       [steps=40] [size=64] [lr=1e-3] [sst2=256] [dev=128] [ft_steps=30] [save=fac.safetensors]
 local xa = require "xadapt"
 local C = dofile((arg[0]:match("^(.*/)") or "./") .. "common.lua")
 

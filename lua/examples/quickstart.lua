@@ -1,6 +1,6 @@
 -- quickstart.lua: an X-adapter learns a task whose answer is only in the image.
 --
---   xadapt run lua/examples/quickstart.lua [out=DIR] [classes=4] [steps=...] [seed=1]
+--   xadapt run lua/examples/quickstart.lua [out=DIR] [classes=4] [epochs=...] [seed=1]
 --
 -- Needs nothing downloaded: it writes a tiny random BERT and a tiny random CLIP (real
 -- architectures, random weights), K random image patterns as PNG files (each example is one

@@ -5,7 +5,7 @@
 --
 --   xadapt run lua/examples/xadapter_colors.lua [plm=DIR] [vlm=DIR] [shared=DIR] [out=DIR]
 --       [n=200] [steps=30] [batch=16] [lr=1e-4] [layers=1] [dim=64] [pool=all]
---       [cache_dir=DIR] [save=adapters.safetensors]
+--       [seed=1] [cache_dir=DIR] [save=adapters.safetensors]
 --
 -- Without plm=/vlm= it uses tiny random models with the real tokenizers (numbers are then
 -- meaningless, but every step runs); with bert-base-uncased and clip-vit-base-patch32 it uses

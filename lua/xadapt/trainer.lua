@@ -578,13 +578,20 @@ function xa.train(o)
   if resumed then progress:note(("resumed from %s at step %d"):format(o.resume, resumed)) end
 
   local stopped = "finished"
-  local last_eval
+  -- A run resumed at a step it had evaluated (a finished run resumed again) keeps that
+  -- evaluation: from its log when there is one, else computed again without counting it twice
+  -- toward early stopping.
+  local evaluated = resumed and state.last_eval_step == state.step
+  local last_eval = evaluated and evals[#evals] and evals[#evals].step == state.step and
+                    evals[#evals] or nil
   local function do_eval()
     local res = evaluate(eval_run, metrics, eval_batch)
     res.type, res.step, res.epoch = "eval", state.step, state.epoch
+    last_eval = res
+    state.last_eval_step = state.step
+    if evaluated then return end -- the same numbers again (evaluation is deterministic)
     log(logf, res)
     evals[#evals + 1] = res
-    last_eval = res
     progress:note(("eval at step %d: %s"):format(state.step, format_metrics(res)))
     if es then
       local v = res[es.metric]
@@ -636,6 +643,7 @@ function xa.train(o)
       log(logf, {type = "train", step = state.step, epoch = state.epoch, loss = loss, lr = lr,
                  grad_norm = norm, examples = examples, time = elapsed})
       local epoch_end = bi > #plan
+      evaluated = false
       if ev and (eval_every and state.step % eval_every == 0 or not eval_every and epoch_end) then
         do_eval()
       end

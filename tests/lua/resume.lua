@@ -79,6 +79,25 @@ for i = 5, 9 do
   H.eq(swr.losses[i - 4], sw.losses[i], "switching run, step " .. i .. " resumed at 4")
 end
 
+-- a finished run resumed again evaluates nothing new: no second row for its last step in the
+-- log, no second count toward early stopping, the same final numbers
+do
+  local log = H.out .. "/again.jsonl"
+  local f = assert(io.open(log, "w"))
+  for line in io.lines(H.out .. "/full.jsonl") do f:write(line, "\n") end
+  f:close()
+  local again = run(model(), {resume = H.out .. "/ck-12.safetensors", log = log,
+                              early_stop = {patience = 1}})
+  H.eq(again.stopped, "finished", "nothing left to run")
+  H.eq(#again.evals, 3, "the log's evaluations, none added")
+  H.eq(again.final.loss, full.final.loss, "the last evaluation")
+  local rows = 0
+  for line in io.lines(log) do rows = rows + (line:find('"type":"eval"', 1, true) and 1 or 0) end
+  H.eq(rows, 3, "one evaluation row per step")
+  local nolog = run(model(), {resume = H.out .. "/ck-12.safetensors"})
+  H.eq(nolog.final.loss, full.final.loss, "without a log: computed again, the same")
+end
+
 -- the same with SGD momentum and a function objective
 local function sgd_run(extra)
   local o = {optim = xa.sgd{lr = 0.05, momentum = 0.9}, schedule = xa.schedule.linear{warmup = 0.2},
