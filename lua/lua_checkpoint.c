@@ -131,9 +131,9 @@ static xa_status read_param_steps(const char *text, int64_t steps, int64_t *out,
     for (size_t i = 0; i < n; i++) {
         char *end;
         long long v = strtoll(text, &end, 10);
-        if (end == text || v < 0 || v > steps)
+        if (end == text || v < 0)
             return XA_EFORMAT;
-        out[i] = v, text = end;
+        out[i] = v < steps ? v : steps, text = end; // no parameter took more steps than all
     }
     return *text == '\0' ? XA_OK : XA_EFORMAT;
 }
@@ -148,8 +148,8 @@ static int l_checkpoint_load(lua_State *L) {
     xa_ctx *ctx = xl_ctx(L);
     if (xa_net_merged(m->net))
         return xl_failf(L,
-                        "%s: adapter '%s' is merged into the frozen projections; unmerge it "
-                        "(m:control('%s', 'unmerge')) before resuming",
+                        "%s: adapter '%s' computes frozen projections itself (a merged LoRA: "
+                        "m:control('%s', 'unmerge') first); a checkpoint cannot be loaded under it",
                         path, xa_net_merged(m->net), xa_net_merged(m->net));
     st_box *box = lua_newuserdatauv(L, sizeof *box, 0);
     box->f = NULL;

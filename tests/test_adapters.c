@@ -223,6 +223,58 @@ Test(adapters, lora_scales_by_alpha_over_rank) {
     free(out[0]), free(out[1]);
 }
 
+// Files saved before instances could leave a sub-module out list every sub-module of the class
+// as active (an X-adapter with experts = {"t"} saved "v", "t"): they still load, and only the
+// built expert is active.
+Test(adapters, an_older_file_listing_an_unbuilt_expert_as_active_loads) {
+    fixture f;
+    fixture_open(&f, true);
+    cr_assert_eq(xa_net_insert(f.net, "xadapter", "xt",
+                               "{\"layers\": [1], \"dim\": 8, \"heads\": 2, "
+                               "\"experts\": [\"t\"], \"dropout\": 0}"),
+                 XA_OK, "%s", xa_errmsg(f.ctx));
+    char path[4200];
+    snprintf(path, sizeof path, "%s/xt.safetensors", make_tmpdir());
+    cr_assert_eq(xa_net_save(f.net, path), XA_OK, "%s", xa_errmsg(f.ctx));
+    // rewrite the file with "active": ["v", "t"], as the earlier host wrote it
+    xa_st_file *in;
+    cr_assert_eq(xa_st_open(f.ctx, path, &in), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_st_writer *w = xa_st_writer_new(f.ctx);
+    xa_tensor *kept[64]; // the writer reads them when it writes
+    size_t nt = xa_st_count(in);
+    cr_assert(nt <= 64);
+    for (size_t i = 0; i < nt; i++) {
+        cr_assert_eq(xa_st_tensor(f.ctx, in, xa_st_at(in, i)->name, &kept[i]), XA_OK);
+        cr_assert_eq(xa_st_writer_add_tensor(w, xa_st_at(in, i)->name, kept[i]), XA_OK);
+    }
+    for (size_t i = 0; i < xa_st_meta_count(in); i++) {
+        const char *key = xa_st_meta_key(in, i), *value = xa_st_meta_value(in, i);
+        char old[4096];
+        snprintf(old, sizeof old, "%s", value);
+        char *at = strcmp(key, "adapters") ? NULL : strstr(old, "\"active\":[\"t\"]");
+        if (at) {
+            char rest[4096];
+            snprintf(rest, sizeof rest, "%s", at + strlen("\"active\":[\"t\"]"));
+            snprintf(at, sizeof old - (size_t)(at - old), "\"active\":[\"v\",\"t\"]%s", rest);
+        }
+        cr_assert(!strcmp(key, "adapters") == (at != NULL), "%s = %s", key, value);
+        cr_assert_eq(xa_st_writer_meta(w, key, old), XA_OK);
+    }
+    char fresh[4300]; // not over the file the tensors view
+    snprintf(fresh, sizeof fresh, "%s.old", path);
+    cr_assert_eq(xa_st_writer_write(w, fresh), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_st_writer_free(w);
+    for (size_t i = 0; i < nt; i++)
+        xa_tensor_release(kept[i]);
+    xa_st_close(in);
+    fixture g;
+    fixture_open(&g, true);
+    cr_assert_eq(xa_net_load(g.net, fresh, false), XA_OK, "%s", xa_errmsg(g.ctx));
+    cr_expect_str_eq(xa_net_active(g.net, "xt"), "t");
+    fixture_close(&g);
+    fixture_close(&f);
+}
+
 Test(adapters, save_then_load_gives_bit_identical_outputs) {
     for (size_t k = 0; k < NKINDS; k++) {
         fixture f;

@@ -141,6 +141,26 @@ Test(optim, parameters_without_a_gradient_are_not_touched) {
     xa_optim_free(opt);
 }
 
+// Frozen between its backward and the step, a parameter is not updated and its gradient is
+// dropped: unfrozen again, it does not carry that gradient into a later step (nor into the
+// clipping norm).
+Test(optim, a_parameter_frozen_before_the_step_drops_its_gradient) {
+    xa_tensor *a = scalar_param("a", 2, 1.0f), *b = scalar_param("b", 2, 1.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f});
+    cr_assert_eq(xa_params_pack(ps), XA_OK);
+    grad(a, 1.0f), grad(b, 3.0f);
+    xa_params_set_trainable(ps, 1, false);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_float_eq(xa_optim_grad_norm(opt), 1.0f, 1e-6, "b's gradient is not in the norm");
+    cr_expect_eq(b->data[0], 1.0f);
+    cr_expect_eq(b->grad[0], 0.0f, "dropped");
+    xa_params_set_trainable(ps, 1, true);
+    grad(a, 1.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
+    cr_expect_eq(b->data[0], 1.0f, "no stale gradient moved it");
+    xa_optim_free(opt);
+}
+
 Test(optim, backward_marks_the_parameters_it_reaches) {
     xa_tensor *w = scalar_param("w", 2, 2.0f), *unused = scalar_param("unused", 2, 3.0f);
     xa_optim *opt = xa_optim_new(

@@ -191,6 +191,16 @@ xa_status xa_net_load(xa_net *n, const char *path, bool force) {
     return xa_net_load_with(n, path, &(xa_load_opts){.force = force});
 }
 
+// Whether the instance was built without sub-module `sub`. Files written before instances
+// could say so list every sub-module of the class as active (an X-adapter with experts =
+// {"t"} saved "v, t"): such a name is passed over, not refused.
+static bool left_out(const xa_adapter *a, const char *sub) {
+    for (int i = 0; a && a->cls->submodules && i < a->nsub; i++)
+        if (!strcmp(a->cls->submodules[i], sub))
+            return !((a->built >> i) & 1u);
+    return false;
+}
+
 xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) {
     xa_ctx *ctx = xa_net_ctx(n);
     bool force = lo && lo->force, adapters_only = lo && lo->adapters_only;
@@ -208,8 +218,8 @@ xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) 
     }
     if (xa_net_merged(n)) {
         st = xa_errorf(ctx, XA_ESTATE,
-                       "%s: adapter '%s' is merged into the frozen projections; unmerge it "
-                       "(m:control('%s', 'unmerge')) before loading values",
+                       "%s: adapter '%s' computes frozen projections itself (a merged LoRA: "
+                       "m:control('%s', 'unmerge') first); values cannot be loaded under it",
                        path, xa_net_merged(n), xa_net_merged(n));
         goto out;
     }
@@ -264,13 +274,13 @@ xa_status xa_net_load_with(xa_net *n, const char *path, const xa_load_opts *lo) 
             snprintf(elsewhere, sizeof elsewhere,
                      "adapter '%s' was saved from plugin '%s'; class '%s' here is plugin '%s' (%s)",
                      name->valuestring, from, cls->valuestring, rec->name, rec->path);
+        xa_adapter *a = adapter_named(n, name->valuestring); // inserted above if it was not there
         const char *names[32];
         int k = 0;
         for (const cJSON *s = cJSON_IsArray(act) ? act->child : NULL; s && k < 32; s = s->next)
-            if (cJSON_IsString(s))
+            if (cJSON_IsString(s) && !left_out(a, s->valuestring))
                 names[k++] = s->valuestring;
         // classes without sub-modules are switched as a whole through "enabled"
-        xa_adapter *a = adapter_named(n, name->valuestring); // inserted above if it was not there
         bool has_sub = cJSON_GetArraySize(act) > 0 || (a && a->nsub > 0);
         if (has_sub)
             st = xa_net_activate(n, name->valuestring, names, k);

@@ -137,7 +137,7 @@ void xa_params_set_trainable(xa_params *ps, size_t i, bool on) {
     if (on)
         ps->p[i].t->flags |= XA_TENSOR_TRAINABLE;
     else
-        ps->p[i].t->flags &= ~(uint32_t)(XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED);
+        ps->p[i].t->flags &= ~(uint32_t)XA_TENSOR_TRAINABLE; // the next step drops its gradient
 }
 
 void xa_params_set_decay(xa_params *ps, size_t i, bool on) {
@@ -329,18 +329,25 @@ static void adamw_blocks(void *arg, int64_t b, int64_t e) {
 
 static int64_t blocks_of(int64_t n) { return (n + OPT_BLOCK - 1) / OPT_BLOCK; }
 
-// Sum of the squared gradients of the trainable parameters; NAN when out of memory.
+// Whether a step updates the parameter: trainable, and reached by a backward since the last
+// step (PyTorch skips a gradient of None: a switched-off adapter, expert or head).
+static bool updated(const xa_tensor *t) {
+    return (t->flags & (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED)) ==
+           (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED);
+}
+
+// Sum of the squared gradients of the parameters the step updates; NAN when out of memory.
 static double grad_sumsq(const xa_params *ps) {
     int64_t most = 0;
     for (size_t i = 0; i < ps->n; i++)
-        if (ps->p[i].t->flags & XA_TENSOR_TRAINABLE && blocks_of(ps->p[i].t->numel) > most)
+        if (updated(ps->p[i].t) && blocks_of(ps->p[i].t->numel) > most)
             most = blocks_of(ps->p[i].t->numel);
     double *part = malloc((size_t)(most ? most : 1) * sizeof *part), sq = 0;
     if (!part)
         return NAN;
     for (size_t i = 0; i < ps->n; i++) {
         xa_tensor *t = ps->p[i].t;
-        if (!(t->flags & XA_TENSOR_TRAINABLE))
+        if (!updated(t))
             continue;
         opt_job j = {.g = t->grad, .part = part, .n = t->numel};
         xa_parallel_for(blocks_of(t->numel), 4, sumsq_blocks, &j);
@@ -369,11 +376,14 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
     opt->steps++;
     for (size_t i = 0; i < ps->n; i++) {
         xa_tensor *t = ps->p[i].t;
-        // A parameter that backward never reached (a switched-off adapter, expert or head) is
-        // left alone: no decay, no momentum, no step counted (PyTorch skips grad None).
-        if ((t->flags & (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED)) !=
-            (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED))
+        // Not updated: no decay, no momentum, no step counted. A gradient it holds (frozen
+        // after its backward) is dropped, not carried into the next step.
+        if (!updated(t)) {
+            if ((t->flags & XA_TENSOR_GRADED) && t->grad)
+                memset(t->grad, 0, (size_t)t->numel * sizeof(float));
+            t->flags &= ~(uint32_t)XA_TENSOR_GRADED;
             continue;
+        }
         t->flags &= ~(uint32_t)XA_TENSOR_GRADED;
         float *w = t->data, *g = t->grad, *m = opt->m + ps->p[i].offset;
         float wd = ps->p[i].decay ? o->weight_decay : 0.0f;
@@ -398,13 +408,8 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
             }
         }
     }
-    if (o->kind == XA_OPTIM_ADAMW) { // what AdamW did not zero: gradients of frozen ones
-        for (size_t i = 0; i < ps->n; i++)
-            if (!(ps->p[i].t->flags & XA_TENSOR_TRAINABLE) && ps->p[i].t->grad)
-                memset(ps->p[i].t->grad, 0, (size_t)ps->p[i].t->numel * sizeof(float));
-    } else {
+    if (o->kind == XA_OPTIM_SGD) // AdamW zeroed its gradients as it went
         xa_params_zero_grad(ps);
-    }
     return XA_OK;
 }
 

@@ -624,8 +624,17 @@ function xa.train(o)
       local group_end = math.min(#plan, bi + accumulate - 1)
       local loss_sum, count, examples = 0, 0, 0
       for j = bi, group_end do
-        local b, loss = forward_loss(run, plan[j], true)
-        m:_backward(loss)
+        -- a failing step (a bad label, an objective's error) is ended before the error goes on,
+        -- so the model is usable again (freeze, another xa.train)
+        local ok, b, loss = pcall(function()
+          local b, loss = forward_loss(run, plan[j], true)
+          m:_backward(loss)
+          return b, loss
+        end)
+        if not ok then
+          m:_end()
+          error(b, 0)
+        end
         loss_sum = loss_sum + loss:value()
         count = count + 1
         examples = examples + b.size

@@ -38,6 +38,12 @@ H.raises(function() mk:unfreeze("kadapter.*") end,
 H.raises(function() mk:freeze("bottleneck.*") end, "freeze: a step is between")
 mk:_backward(loss)
 H.check(mk:unfreeze("kadapter.*") > 0, "after the backward it may change")
+-- a training step that fails (here: a label outside the head) is ended, so what trains may
+-- change again afterwards
+local bad = xa.data.from({{text = "a b", label = 5}})
+H.raises(function() xa.train{model = mk, data = bad, head = "cls", max_steps = 1, progress = false} end,
+         "label 5 is outside the head's 2 classes")
+H.check(mk:freeze("bottleneck.*") > 0, "the failed step was ended")
 
 -- scripts see a class's name, never its metatable (a __gc by hand freed live objects)
 local h = m:heads().cls
@@ -54,7 +60,7 @@ ml:head("reg", {kind = "regress"})
 assert(ml:save_adapters(H.out .. "/lora.safetensors"))
 ml:control("lora", "merge")
 H.fails(function() return ml:load_adapters(H.out .. "/lora.safetensors") end,
-        "adapter 'lora' is merged into the frozen projections", "unmerge")
+        "adapter 'lora' computes frozen projections itself (a merged LoRA", "unmerge")
 ml:control("lora", "unmerge")
 H.check(ml:load_adapters(H.out .. "/lora.safetensors"), "unmerged, it loads")
 

@@ -88,9 +88,9 @@ xa_tensor *xa_net_param(xa_net *n, const char *name, int ndim, const int64_t *sh
                         xa_init init);
 xa_model *xa_net_plm_model(xa_net *n);
 xa_model *xa_net_vlm_model(xa_net *n);
-// The name of an adapter that computes a frozen projection itself (a merged LoRA), or NULL.
-// Its trained values are folded into that projection: loading new ones under it would leave
-// the projection stale, so loads refuse while one is merged.
+// The name of an adapter that computes a frozen projection itself (replace; a merged LoRA), or
+// NULL. What it computes may fold its trained values in (LoRA's merge does): loading new ones
+// under it would leave that stale, so adapter files and checkpoints are refused meanwhile.
 const char *xa_net_merged(const xa_net *n);
 // Send a named action to an adapter (LoRA: "merge", "unmerge"); XA_EINVAL when its class
 // has no such action.

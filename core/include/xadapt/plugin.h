@@ -178,7 +178,8 @@ typedef struct xa_host_api {
     void (*buffer_free)(xa_adapter *a, xa_tensor *t);
     // While on, the host skips projection `at` of `layer` and calls this adapter's forward with
     // args->h == NULL: the adapter computes the projection from args->x itself. One adapter per
-    // projection.
+    // projection. While any projection is replaced, the host refuses to load adapter files and
+    // checkpoints (the replacement may hold values folded from the parameters, as LoRA's merge).
     int (*replace)(xa_adapter *a, int layer, int at, bool on);
 
     // -- since ABI 1.1 --
