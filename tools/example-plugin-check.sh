@@ -85,7 +85,8 @@ esac
 # replace its pkg-config flags); LDFLAGS unset so no sanitizer flags leak into the plugin.
 env -u LDFLAGS CFLAGS="-O2 -Wall -Wextra -Werror" make -C "$tmp/example" >"$log" 2>&1 || { cat "$log" >&2; fail "make in plugins/example"; }
 [ -f "$tmp/example/example.so" ] || fail "make did not produce example.so"
-if nm -D --undefined-only "$tmp/example/example.so" | grep -q ' xa_'; then
+undefined=$(nm -D --undefined-only "$tmp/example/example.so")
+if printf '%s\n' "$undefined" | grep ' xa_' >/dev/null; then
     fail "example.so needs xa_* symbols from libxadapt: $(nm -D --undefined-only "$tmp/example/example.so" | grep ' xa_')"
 fi
 exported=$(nm -D --defined-only "$tmp/example/example.so" | awk '$2 ~ /[TDB]/ {print $3}')
@@ -95,15 +96,15 @@ exported=$(nm -D --defined-only "$tmp/example/example.so" | awk '$2 ~ /[TDB]/ {p
 out=$(LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       XADAPT_PLUGIN_PATH="$tmp/example" "$exe" plugins 2>&1) ||
     { echo "$out" >&2; fail "the installed xadapt plugins exited non-zero"; }
-printf '%s\n' "$out" | grep -qx "$tmp/example/example.so" ||
+printf '%s\n' "$out" | grep -x "$tmp/example/example.so" >/dev/null ||
     { echo "$out" >&2; fail "example.so is not listed as loaded"; }
-printf '%s\n' "$out" | grep -q '^    class ia3: ' ||
+printf '%s\n' "$out" | grep '^    class ia3: ' >/dev/null ||
     { echo "$out" >&2; fail "class ia3 is not listed"; }
-if printf '%s\n' "$out" | grep -q "example.so: "; then
+if printf '%s\n' "$out" | grep "example.so: " >/dev/null; then
     echo "$out" >&2; fail "example.so was refused"
 fi
 if [ -z "$build_dir" ]; then
-    printf '%s\n' "$out" | grep -qx "$libdir/xadapt/plugins/bottleneck.so" ||
+    printf '%s\n' "$out" | grep -x "$libdir/xadapt/plugins/bottleneck.so" >/dev/null ||
         { echo "$out" >&2; fail "the installed adapters are not found in $libdir/xadapt/plugins"; }
 fi
 
@@ -111,9 +112,10 @@ fi
 # gradients with central differences on a tiny random BERT made by the installed xadapt. A
 # sanitizer build's library needs the ASan runtime loaded first into this uninstrumented program.
 preload=""
-if ldd "$libdir/libxadapt.so" 2>/dev/null | grep -q libasan; then
-    preload=$("${CC:-cc}" -print-file-name=libasan.so)
-fi
+libs=$(ldd "$libdir/libxadapt.so" 2>/dev/null || true) # not piped into grep -q: under pipefail
+case "$libs" in                                       # ldd's SIGPIPE would fail the test
+    *libasan*) preload=$("${CC:-cc}" -print-file-name=libasan.so) ;;
+esac
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     "$exe" make-random --arch bert-tiny --out "$tmp/bert" >"$log" 2>&1 ||
     { cat "$log" >&2; fail "xadapt make-random"; }
