@@ -284,8 +284,7 @@ static int freeze(lua_State *L, bool frozen) {
     const char *pattern = luaL_checkstring(L, 2);
     // The forward dropped what backward would not need under the old setting (a frozen
     // weight's input): changing it before the backward would read freed activations.
-    if (m->step.generation && m->step.generation == xl_state_of(L)->generation &&
-        m->step.training && !m->step.backward_done)
+    if (xl_step_live(L, m) && m->step.training && !m->step.backward_done)
         return xl_raise(L,
                         "%s: a step is between its forward and its backward; change what trains "
                         "before the forward or after the backward (e.g. in on_step)",

@@ -197,18 +197,26 @@ typedef struct xl_loss {
     uint64_t generation;
 } xl_loss;
 
+bool xl_step_live(lua_State *L, const xl_model *m) {
+    return m->step.generation && m->step.generation == xl_state_of(L)->generation;
+}
+
 xl_step *xl_live_step(lua_State *L, xl_model *m) {
-    if (!m->step.generation || m->step.generation != xl_state_of(L)->generation)
+    if (!xl_step_live(L, m))
         xl_raise(L, "no forward pass in this step (m:_forward first; steps end at the next "
                     "forward)");
     return &m->step;
 }
 
-xl_batch *xl_step_batch(lua_State *L, xl_model *m) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, m->step.batch_ref);
+static xl_batch *batch_of(lua_State *L, const xl_step *s) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->batch_ref);
     xl_batch *b = lua_touserdata(L, -1);
     lua_pop(L, 1); // the registry reference keeps it alive
     return b;
+}
+
+xl_batch *xl_step_batch(lua_State *L, xl_model *m) {
+    return batch_of(L, &m->step);
 }
 
 static const char *const forward_keys[] = {"train", "features", "images",       "texts",
@@ -335,9 +343,7 @@ static xa_tensor *pool(xa_ctx *ctx, const xl_step *s, xa_pool p) {
 xa_tensor *xl_head_logits(lua_State *L, xl_step *s, xl_head *h) {
     // A head reads one row per example, a choice head `choices` rows: the batch must be built
     // for it (a mismatch would read labels past the batch's end).
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->batch_ref);
-    const xl_batch *b = lua_touserdata(L, -1);
-    lua_pop(L, 1);
+    const xl_batch *b = batch_of(L, s);
     bool choice = !h->proj_w && h->opts.kind == XA_HEAD_CHOICE;
     if (b && choice && b->choices != h->opts.choices)
         xl_raise(L, "head '%s' is a choice head for %d choices; the batch has %d per example",

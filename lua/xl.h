@@ -161,6 +161,8 @@ xl_head *xl_check_head(lua_State *L, int idx);
 xl_batch *xl_check_batch(lua_State *L, int idx);
 // A head of model `m` (at model_idx) given as a Head or a name; raises listing the heads.
 xl_head *xl_model_head(lua_State *L, int model_idx, int idx);
+// Whether the model's last forward is still this arena generation's step.
+bool xl_step_live(lua_State *L, const xl_model *m);
 // The step of the model's last forward (raises when there is none in this arena generation),
 // its batch, and a head's output for it (NULL + context message on failure).
 xl_step *xl_live_step(lua_State *L, xl_model *m);

@@ -88,19 +88,31 @@ static uint64_t mix(uint64_t z) { // splitmix64's finaliser
     return z ^ (z >> 31);
 }
 
+// fnv1a of the rest of `f` from *h1, and with h2 a second stream chained to the first (128
+// bits together); *total counts the bytes. false on a read error. Closes f.
+static bool hash_file(FILE *f, uint64_t *h1, uint64_t *h2, size_t *total) {
+    unsigned char buf[1 << 15];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        *h1 = fnv1a(*h1, buf, got);
+        if (h2)
+            *h2 = fnv1a(*h2 ^ mix(*h1), buf, got);
+        if (total)
+            *total += got;
+    }
+    bool ok = !ferror(f);
+    fclose(f);
+    return ok;
+}
+
 // fnv1a over a whole file, or over a marker when it cannot be read (absent files hash alike).
 static uint64_t file_hash(uint64_t h, const char *dir, const char *name) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "rb");
     h = fnv1a(h, name, strlen(name) + 1);
-    if (!f)
-        return fnv1a(h, "(absent)", 8);
-    unsigned char buf[1 << 15];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-        h = fnv1a(h, buf, got);
-    fclose(f);
+    if (!f || !hash_file(f, &h, NULL, NULL))
+        return fnv1a(h, "(unreadable)", 12);
     return h;
 }
 
@@ -564,16 +576,8 @@ static char *image_key(xa_ctx *ctx, xa_vlm_cache *c, const char *path) {
         return NULL;
     }
     uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
-    unsigned char buf[1 << 15];
-    size_t got, total = 0;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-        h1 = fnv1a(h1, buf, got);
-        h2 = fnv1a(h2 ^ mix(h1), buf, got); // a second stream, chained to the first
-        total += got;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
+    size_t total = 0;
+    if (!hash_file(f, &h1, &h2, &total)) {
         xa_errorf(ctx, XA_EIO, "image %s: read error", path);
         return NULL;
     }

@@ -138,6 +138,16 @@ function H.letters(n, seed)
   return xa.data.from(ex, "letters")
 end
 
+-- A function(t) -> function() fn(base + t) end: calls of fn that differ in a few options.
+function H.with(fn, base)
+  return function(t)
+    local o = {}
+    for k, v in pairs(base) do o[k] = v end
+    for k, v in pairs(t) do o[k] = v end
+    return function() return fn(o) end
+  end
+end
+
 function H.done(name)
   print(("%s: %d checks ok"):format(name, H.checks))
 end

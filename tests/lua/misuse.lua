@@ -88,13 +88,7 @@ H.raises(function() data:split(0.5, 1e300) end, "d:split: seed must be an intege
 H.raises(function() data:lengths("x") end, "d:lengths: a tokenizer expected")
 H.raises(function() data:map(function() return 5 end) end, "d:map: the function must return an example")
 H.raises(function() xa.data.words(true) end, "xa.data.words: path must be a string")
-local base = {model = m, data = data, head = "cls", progress = false}
-local function train(t)
-  local x = {}
-  for k, v in pairs(base) do x[k] = v end
-  for k, v in pairs(t) do x[k] = v end
-  return function() xa.train(x) end
-end
+local train = H.with(xa.train, {model = m, data = data, head = "cls", progress = false})
 H.raises(train({epochs = false}), "xa.train: epochs must be an integer, got false")
 H.raises(train({max_steps = false}), "max_steps must be an integer, got false")
 H.raises(train({batch = 1e300}), "batch must be an integer")

@@ -192,12 +192,7 @@ H.eq(table.concat(files, " "), "s2.safetensors s4.safetensors", "checkpoints, no
 
 -- errors: options, objectives, heads, data
 local base = {model = m, data = data, head = "cls", progress = false}
-local function with(t)
-  local o = {}
-  for k, v in pairs(base) do o[k] = v end
-  for k, v in pairs(t) do o[k] = v end
-  return function() xa.train(o) end
-end
+local with = H.with(xa.train, base)
 H.raises(with({epoch = 2}), "xa.train: unknown option 'epoch'", "epochs")
 H.raises(with({objective = "classfy"}), "objective = classfy", "classify, regress, mlm, distill")
 H.raises(with({head = "nope"}), "no head named 'nope'", "cls")
