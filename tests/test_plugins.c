@@ -442,3 +442,66 @@ Test(plugins, template_refuses_bad_options_with_the_hosts_messages) {
     cr_expect_eq(xa_net_adapter_count(f.net), 0);
     fixture_close(&f);
 }
+
+// --- forward mistakes, stopped at the adapter ---------------------------------------------------
+
+// Insert test_mistakes with `opts` and run one forward: it must fail with `code` and a message
+// holding each of `want` (the adapter, where it ran, what was wrong).
+static void expect_forward_fails(const char *opts, xa_status code, const char *const *want) {
+    fixture f;
+    open_with(&f, &(plugin_kind){"mistakes.so", "test_mistakes", NULL});
+    cr_assert_eq(xa_net_insert(f.net, "test_mistakes", "oops", opts), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    cr_expect_null(fixture_forward(&f), "%s: the forward went on", opts);
+    cr_expect_eq(xa_errcode(f.ctx), code, "%s: status %s (%s)", opts,
+                 xa_status_name(xa_errcode(f.ctx)), xa_errmsg(f.ctx));
+    for (; *want; want++)
+        cr_expect(strstr(xa_errmsg(f.ctx), *want), "%s: message lacks '%s': %s", opts, *want,
+                  xa_errmsg(f.ctx));
+    fixture_close(&f);
+}
+
+Test(plugins, a_forward_of_the_wrong_shape_is_refused_naming_the_adapter_and_both_shapes) {
+    // the fixture's batch is (2, 7) on a hidden size of 32
+    expect_forward_fails("{\"mistake\": \"shape\"}", XA_ESHAPE,
+                         (const char *[]){"test_mistakes 'oops': forward at layer 0 (v)",
+                                          "returned a (2,6,32) tensor, expected (2,7,32)", NULL});
+    expect_forward_fails("{\"mistake\": \"rank\", \"at\": \"out\"}", XA_ESHAPE,
+                         (const char *[]){"test_mistakes 'oops': forward at layer 0 (out)",
+                                          "returned a (14,32) tensor, expected (2,7,32)", NULL});
+    expect_forward_fails("{\"mistake\": \"shape\", \"at\": \"replace\"}", XA_ESHAPE,
+                         (const char *[]){"test_mistakes 'oops': forward at layer 0 (v)",
+                                          "expected (2,7,32)", NULL});
+    expect_forward_fails("{\"mistake\": \"shape\", \"at\": \"side\"}", XA_ESHAPE,
+                         (const char *[]){"test_mistakes 'oops': side forward",
+                                          "returned a (2,6,32) tensor, expected (2,7,32)", NULL});
+}
+
+Test(plugins, a_failing_forward_is_named_with_its_site_also_when_the_plugin_says_nothing) {
+    expect_forward_fails(
+        "{\"mistake\": \"op\"}", XA_ESHAPE,
+        (const char *[]){"test_mistakes 'oops': forward at layer 0 (v): mul_row", NULL});
+    expect_forward_fails("{\"mistake\": \"null\"}", XA_EPLUGIN,
+                         (const char *[]){"test_mistakes 'oops': forward at layer 0 (v) returned "
+                                          "nothing without a message",
+                                          NULL});
+    // a replaced projection that comes back empty used to end the pass without any message
+    expect_forward_fails("{\"mistake\": \"null\", \"at\": \"replace\"}", XA_EPLUGIN,
+                         (const char *[]){"test_mistakes 'oops': forward at layer 0 (v) returned "
+                                          "nothing without a message",
+                                          NULL});
+}
+
+Test(plugins, a_forward_without_mistakes_passes_the_hosts_checks) {
+    static const char *const at[] = {"v", "out", "replace", "side"};
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+        fixture f;
+        open_with(&f, &(plugin_kind){"mistakes.so", "test_mistakes", NULL});
+        char opts[64];
+        snprintf(opts, sizeof opts, "{\"at\": \"%s\"}", at[i]);
+        cr_assert_eq(xa_net_insert(f.net, "test_mistakes", "fine", opts), XA_OK, "%s",
+                     xa_errmsg(f.ctx));
+        cr_expect(fixture_forward(&f), "%s: %s", opts, xa_errmsg(f.ctx));
+        fixture_close(&f);
+    }
+}

@@ -495,6 +495,43 @@ static void base_args(const call *c, xa_site_args *a) {
     }
 }
 
+// What an in-stream or side forward returned, checked before anything downstream reads it: nothing
+// (with the plugin's message, or one saying so), or a tensor of another shape than the one it
+// rewrites (the shape args->h has; for a replaced projection, the frozen one's output; for a
+// side network, the last hidden state it is fused with). A
+// message that does not name the adapter gets its name, layer and site in front, so a failing
+// op inside a plugin ("mul_row: vector length must equal ...") says whose it was.
+static xa_tensor *checked(xa_ctx *ctx, const xa_adapter *a, int layer, xa_site s, xa_tensor *y,
+                          int ndim, const int64_t *shape) {
+    char owner[256], where[320];
+    snprintf(owner, sizeof owner, "%s '%s'", a->cls->name, a->name);
+    if (layer < 0)
+        snprintf(where, sizeof where, "%s: side forward", owner);
+    else
+        snprintf(where, sizeof where, "%s: forward at layer %d (%s)", owner, layer,
+                 xa_site_name(s));
+    if (!y) {
+        if (!xa_errcode(ctx))
+            xa_errorf(ctx, XA_EPLUGIN, "%s returned nothing without a message", where);
+        else if (!names_instance(xa_errmsg(ctx), owner, a->name))
+            xa_error_wrap(ctx, "%s", where);
+        return NULL;
+    }
+    bool same = y->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++)
+        same = y->shape[d] == shape[d];
+    if (!same) {
+        char got[64], want[64];
+        xa_errorf(ctx, XA_ESHAPE, "%s returned a %s tensor, expected %s (the shape of %s)", where,
+                  xa_shape_str(y, got, sizeof got), xa_shape_fmt(ndim, shape, want, sizeof want),
+                  layer < 0               ? "the last hidden state"
+                  : is_projection((int)s) ? "the projection's output"
+                                          : "args->h");
+        return NULL;
+    }
+    return y;
+}
+
 static xa_tensor *run_site(xa_ctx *ctx, void *user, int layer, xa_site s, xa_tensor *h,
                            xa_tensor *x) {
     call *c = user;
@@ -504,22 +541,25 @@ static xa_tensor *run_site(xa_ctx *ctx, void *user, int layer, xa_site s, xa_ten
     base_args(c, &args);
     args.layer = layer, args.at = (int)s, args.x = x;
     if (!h) { // the projection itself is the replacer's, or the frozen one when it is off
+        xa_tensor *w, *b;
+        if (xa_net_base_linear(c->net, layer, (int)s, &w, &b) != XA_OK)
+            return NULL;
         if (replacer && !replacer->disabled) {
-            h = replacer->cls->forward(replacer, &args);
+            int64_t shape[XA_MAX_DIMS];
+            memcpy(shape, x->shape, sizeof shape);
+            shape[x->ndim - 1] = w->shape[0];
+            h = checked(ctx, replacer, layer, s, replacer->cls->forward(replacer, &args), x->ndim,
+                        shape);
         } else {
-            xa_tensor *w, *b;
-            if (xa_net_base_linear(c->net, layer, (int)s, &w, &b) == XA_OK)
-                h = xa_linear(ctx, x, w, b);
+            h = xa_linear(ctx, x, w, b);
         }
     }
     for (int i = 0; i < list->n && h; i++) {
         if (list->v[i]->disabled || list->v[i] == replacer)
             continue;
         args.h = h;
-        h = list->v[i]->cls->forward(list->v[i], &args);
-        if (!h && !xa_errcode(ctx))
-            xa_errorf(ctx, XA_EPLUGIN, "%s: forward at layer %d returned nothing", list->v[i]->name,
-                      layer);
+        h = checked(ctx, list->v[i], layer, s, list->v[i]->cls->forward(list->v[i], &args), h->ndim,
+                    h->shape);
     }
     return h;
 }
@@ -662,10 +702,9 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
         args.layer = -1, args.at = XA_AT_SIDE, args.h = out->plm.last;
         args.taps = taps, args.tap_layers = a->taps, args.ntaps = a->ntaps;
         size_t since = xa_tape_count(ctx, NULL);
-        if (!(side[k] = a->cls->forward(a, &args)))
-            return xa_errcode(ctx) ? xa_errcode(ctx)
-                                   : xa_errorf(ctx, XA_EPLUGIN, "%s: side forward returned nothing",
-                                               a->name);
+        if (!(side[k] = checked(ctx, a, -1, XA_SITE_OUT, a->cls->forward(a, &args),
+                                out->plm.last->ndim, out->plm.last->shape)))
+            return xa_errcode(ctx);
         // As after a recorded block: what backward will not read goes back to the arena now.
         xa_tape_drop_unread(ctx, since, side[k++]);
     }
