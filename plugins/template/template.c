@@ -122,7 +122,8 @@ static const xa_adapter_class *const classes[] = {&scale_class, NULL};
 
 // The one exported symbol (every other symbol is hidden by -fvisibility=hidden). Fill in the
 // plugin info, check that the host offers what this file uses, keep the table. On failure return
-// nonzero with *errmsg from malloc/strdup: the host frees it and shows it in its refusal.
+// nonzero with *errmsg from malloc (strdup is POSIX, not declared under -std=c11): the host frees
+// it and shows it in its refusal.
 XA_PLUGIN_EXPORT int xa_plugin_init(const xa_host_api *host, xa_plugin_info *info, char **errmsg) {
     XA_PLUGIN_INFO_INIT(info, "template", "1.0.0", classes);
     if (host->abi_major != XA_ABI_MAJOR || !HOST_HAS(host, mul_row)) {
