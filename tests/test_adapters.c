@@ -1134,3 +1134,40 @@ Test(adapters, xadapter_ignores_masked_feature_tokens) {
     free(base);
     fixture_close(&f);
 }
+
+// An evaluation forward (gradients off) records nothing, so a block with adapter sites keeps only
+// its output and what the hooks saw or made (they may hold on to it), and a side network only its
+// output; their other intermediates go back to the arena for what follows, as a frozen block
+// without sites gives back all of them. So evaluation never needs more of the arena than a
+// training forward of the same batch, which keeps what backward reads besides; and its output is
+// bit for bit the training forward's (no dropout in either).
+Test(adapters, evaluation_forwards_need_less_memory_than_training_and_compute_the_same) {
+    enum { B = 2, T = 40 };
+    int32_t ids[B * T];
+    float mask[B * T];
+    for (int i = 0; i < B * T; i++)
+        ids[i] = 2 + (i * 37) % 150, mask[i] = i >= T && i % T >= T - 5 ? 0.0f : 1.0f;
+    for (size_t k = 0; k < NKINDS; k++) {
+        fixture f;
+        fixture_open(&f, kinds[k].vlm);
+        f.batch.text = (xa_text_batch){.ids = ids, .mask = mask, .B = B, .T = T};
+        cr_assert_eq(xa_net_insert(f.net, kinds[k].cls, NULL, kinds[k].opts), XA_OK, "%s",
+                     xa_errmsg(f.ctx));
+        fixture_randomize(&f, 0.1f);
+        xa_tensor *y = fixture_forward(&f);
+        cr_assert(y, "%s", xa_errmsg(f.ctx));
+        cr_assert_gt(xa_tape_count(f.ctx, NULL), 0, "the training forward records");
+        size_t train = xa_arena_used(f.ctx);
+        float *trained = copy_of(y);
+        xa_arena_reset(f.ctx);
+        xa_set_grad_enabled(f.ctx, false);
+        y = fixture_forward(&f);
+        cr_assert(y, "%s", xa_errmsg(f.ctx));
+        size_t eval = xa_arena_used(f.ctx);
+        cr_expect_eq(max_abs_diff(y, trained), 0.0f, "%s %s", kinds[k].cls, kinds[k].opts);
+        cr_expect_lt(eval, train, "%s %s: evaluation used %zu bytes of the arena, training %zu",
+                     kinds[k].cls, kinds[k].opts, eval, train);
+        free(trained);
+        fixture_close(&f);
+    }
+}

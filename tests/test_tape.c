@@ -1,8 +1,10 @@
 // The tape records only what needs a gradient: frozen inputs record nothing and get no
 // gradient buffers; recording can be switched off; the arena is reused across steps.
 #include <criterion/criterion.h>
+#include <string.h>
 
 #include "gradcheck.h"
+#include "internal.h" // xa_made_begin / xa_made_end
 
 static xa_ctx *ctx;
 static void setup(void) { ctx = xa_ctx_new(); }
@@ -120,4 +122,62 @@ Test(tape, dropping_what_backward_never_reads_changes_no_gradient) {
         cr_expect_eq(dropped[i], kept[i], "element %d", i);
         cr_expect_eq(pinned[i], kept[i], "element %d", i);
     }
+}
+
+// Without gradients nothing records, so a block's intermediates are found by noting the arena
+// tensors made while it runs: at its end those nobody keeps give their buffers back. Kept: the
+// output, what an adapter hook saw or made (pinned), and the base of a view (the view reads it).
+Test(tape, a_forward_without_gradients_gives_back_what_nobody_keeps) {
+    xa_arena_reset(ctx);
+    xa_set_grad_enabled(ctx, false);
+    xa_tensor *x = rand_tensor(ctx, 6, 16, 0, 0), *w = rand_tensor(ctx, 16, 16, 0, 0);
+    xa_made_mark mark = xa_made_begin(ctx);
+    xa_tensor *lin = xa_linear(ctx, x, w, NULL);
+    xa_tensor *seen = xa_gelu(ctx, lin);
+    seen->flags |= XA_TENSOR_PINNED; // as call_hook marks what it hands a hook
+    xa_tensor *base = xa_tanh(ctx, lin);
+    xa_tensor *view = xa_reshape(ctx, base, 1, (int64_t[]){96});
+    xa_tensor *sum = xa_add(ctx, seen, base);
+    xa_tensor *y = xa_gelu(ctx, sum);
+    cr_assert(y && view);
+    float expect[96], *lin_buf = lin->data, *sum_buf = sum->data;
+    memcpy(expect, y->data, sizeof expect);
+    xa_made_end(ctx, mark, y);
+    cr_expect_null(lin->data, "an intermediate nobody keeps is given back");
+    cr_expect_null(sum->data, "an intermediate nobody keeps is given back");
+    cr_expect_not_null(seen->data, "what a hook saw stays");
+    cr_expect_not_null(base->data, "the base of a view stays");
+    cr_expect_eq(view->data, base->data);
+    cr_expect_eq(memcmp(y->data, expect, sizeof expect), 0, "the output stays as it was");
+    xa_tensor *again = xa_tensor_arena(ctx, 2, (int64_t[]){6, 16}, false);
+    cr_assert(again);
+    cr_expect(again->data == lin_buf || again->data == sum_buf, "a given-back buffer is reused");
+    xa_set_grad_enabled(ctx, true);
+    xa_tensor_release(x), xa_tensor_release(w);
+}
+
+// A rewind inside an open mark frees noted tensors' memory wholesale: nothing is given back then
+// (their structs may be gone), and an inner mark leaves the outer one its entries.
+Test(tape, given_back_buffers_survive_nesting_and_rewinds) {
+    xa_arena_reset(ctx);
+    xa_set_grad_enabled(ctx, false);
+    xa_tensor *x = rand_tensor(ctx, 4, 8, 0, 0);
+    xa_made_mark outer = xa_made_begin(ctx);
+    xa_tensor *a = xa_gelu(ctx, x);
+    xa_made_mark inner = xa_made_begin(ctx);
+    xa_tensor *b = xa_gelu(ctx, a), *c = xa_gelu(ctx, b);
+    xa_made_end(ctx, inner, c);
+    cr_expect_null(b->data);
+    cr_expect_not_null(a->data, "made before the inner mark: not the inner one's to give back");
+    xa_tensor *d = xa_gelu(ctx, c);
+    xa_arena_mark m = xa_arena_mark_get(ctx);
+    cr_assert(xa_gelu(ctx, d));
+    xa_arena_rewind(ctx, m);
+    xa_made_end(ctx, outer, d);
+    cr_expect_not_null(a->data, "after a rewind nothing is given back");
+    cr_expect_not_null(c->data);
+    xa_tensor *e = xa_gelu(ctx, x); // noting is off again: nothing to give back, nothing noted
+    cr_expect_not_null(e->data);
+    xa_set_grad_enabled(ctx, true);
+    xa_tensor_release(x);
 }

@@ -22,6 +22,7 @@ void xa_ctx_free(xa_ctx *ctx) {
         return;
     xa_tape_free(ctx);
     xa_arena_deinit(&ctx->arena);
+    free(ctx->made.v);
     free(ctx);
 }
 

@@ -167,9 +167,19 @@ static bool block_has_sites(const xa_block_run *r, int layer) {
 // block's worth of memory instead of all of them. A block that records keeps what backward
 // reads (q, k, v and the probabilities, the inputs of the layer norms and the activation, what
 // adapters see) and gives the rest back for the next block to reuse: the context vectors, the
-// outputs of frozen linears, dropout and sums, the layer-norm outputs inside the block.
+// outputs of frozen linears, dropout and sums, the layer-norm outputs inside the block. A block
+// with adapter sites in a forward without gradients (evaluation) records nothing either: it keeps
+// its output and what the hooks saw or made, as they may hold on to it.
 xa_tensor *xa_block_run_keep(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int i,
                              xa_tensor *x, xa_tensor **hidden) {
+    if (!ctx->grad_enabled && block_has_sites(r, i)) {
+        xa_made_mark mark = xa_made_begin(ctx);
+        x = xa_block_forward(ctx, w, r, i, x);
+        xa_made_end(ctx, mark, x);
+        if (hidden)
+            hidden[i + 1] = x;
+        return x;
+    }
     if (xa_tensor_needs_grad(x) || block_has_sites(r, i)) {
         size_t since = xa_tape_count(ctx, NULL);
         x = xa_block_forward(ctx, w, r, i, x);

@@ -29,6 +29,21 @@ typedef struct xa_free_grad {
     size_t bytes;
 } xa_free_grad;
 
+// Arena tensors made since xa_made_begin, while nothing can record (gradients off): at the end of
+// a block the ones nobody keeps give their data back (xa_made_end), as xa_tape_drop_unread does
+// for a recorded block. `lost`: an entry could not be stored (out of memory), or a rewind freed
+// noted tensors, so nothing is given back until the outermost xa_made_end.
+typedef struct xa_made {
+    xa_tensor **v;
+    size_t n, cap;
+    bool on, lost;
+} xa_made;
+
+typedef struct xa_made_mark {
+    size_t since;
+    bool was_on;
+} xa_made_mark;
+
 struct xa_ctx {
     xa_status code;
     char msg[XA_ERRMSG_MAX];
@@ -40,6 +55,7 @@ struct xa_ctx {
     xa_free_grad *free_grads; // float buffers in the arena free for reuse (finished gradients,
                               // dropped activations); emptied by xa_arena_reset and rewind
     int hook_depth;           // > 0 while an adapter hook runs: what it makes is pinned
+    xa_made made;             // arena tensors made in a forward that records nothing
 };
 
 // Give an activation's gradient buffer back for reuse (backward is done with it).
@@ -54,6 +70,15 @@ float *xa_tensor_grad_fresh(xa_ctx *ctx, xa_tensor *t, bool *fresh);
 float *xa_grad_pass(xa_ctx *ctx, xa_node *n, xa_tensor *t);
 // Give an activation's data buffer back for reuse (no backward reads it); t->data becomes NULL.
 void xa_tensor_drop_data(xa_ctx *ctx, xa_tensor *t);
+
+// Note an arena tensor (or view) just made, when a xa_made_begin is open.
+void xa_made_note(xa_ctx *ctx, xa_tensor *t);
+// Start noting the arena tensors made from now on (nests).
+xa_made_mark xa_made_begin(xa_ctx *ctx);
+// Give back the data of the tensors made since `mark` that nothing can read any more: not `keep`,
+// not pinned (seen or made by an adapter hook, which may keep it), not the base of a view. Only
+// for work that recorded nothing on the tape, whose nodes could read them in backward.
+void xa_made_end(xa_ctx *ctx, xa_made_mark mark, const xa_tensor *keep);
 
 void xa_arena_deinit(xa_arena *a);
 void xa_tape_clear(xa_ctx *ctx);

@@ -702,8 +702,13 @@ xa_status xa_net_forward(xa_ctx *ctx, xa_net *n, const xa_net_batch *b,
         args.layer = -1, args.at = XA_AT_SIDE, args.h = out->plm.last;
         args.taps = taps, args.tap_layers = a->taps, args.ntaps = a->ntaps;
         size_t since = xa_tape_count(ctx, NULL);
-        if (!(side[k] = checked(ctx, a, -1, XA_SITE_OUT, a->cls->forward(a, &args),
-                                out->plm.last->ndim, out->plm.last->shape)))
+        bool records = ctx->grad_enabled;
+        xa_made_mark mark = records ? (xa_made_mark){0} : xa_made_begin(ctx);
+        xa_tensor *y = a->cls->forward(a, &args);
+        if (!records) // evaluation: what the side network made but its output is read no more
+            xa_made_end(ctx, mark, y);
+        if (!(side[k] = checked(ctx, a, -1, XA_SITE_OUT, y, out->plm.last->ndim,
+                                out->plm.last->shape)))
             return xa_errcode(ctx);
         // As after a recorded block: what backward will not read goes back to the arena now.
         xa_tape_drop_unread(ctx, since, side[k++]);

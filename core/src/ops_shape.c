@@ -74,6 +74,7 @@ xa_tensor *xa_reshape(xa_ctx *ctx, xa_tensor *x, int ndim, const int64_t *shape)
         return NULL;
     *out = (xa_tensor){.data = x->data, .ndim = ndim, .numel = n, .flags = XA_TENSOR_ARENA};
     memcpy(out->shape, shape, (size_t)ndim * sizeof *shape);
+    xa_made_note(ctx, out); // its base's data stays while the view may be read
     // The view shares data; its gradient is its own buffer, added back into x's.
     return record(ctx, "reshape", copy_bw, out, 1, &x, NULL);
 }

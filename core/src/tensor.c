@@ -276,6 +276,7 @@ xa_tensor *xa_tensor_arena(xa_ctx *ctx, int ndim, const int64_t *shape, bool zer
     t->data = arena_floats(ctx, (size_t)t->numel * sizeof(float));
     if (!t->data)
         return NULL;
+    xa_made_note(ctx, t);
     if (zero)
         memset(t->data, 0, (size_t)t->numel * sizeof(float));
     return t;
@@ -297,6 +298,7 @@ void xa_tensor_drop_data(xa_ctx *ctx, xa_tensor *t) {
 
 void xa_arena_reset(xa_ctx *ctx) {
     xa_tape_clear(ctx);
+    ctx->made.n = 0, ctx->made.on = false, ctx->made.lost = false;
     ctx->free_grads = NULL;
     xa_arena *a = &ctx->arena;
     for (xa_arena_chunk *c = a->first; c; c = c->next)
@@ -315,6 +317,8 @@ xa_arena_mark xa_arena_mark_get(const xa_ctx *ctx) {
 
 void xa_arena_rewind(xa_ctx *ctx, xa_arena_mark mark) {
     XA_ASSERT(xa_tape_count(ctx, NULL) == mark.tape_count); // nodes would point into freed memory
+    if (ctx->made.on)
+        ctx->made.lost = true; // noted tensors may lie in the freed region
     xa_arena *a = &ctx->arena;
     if (!mark.chunk) { // nothing was allocated at the mark
         xa_arena_reset(ctx);
@@ -334,6 +338,63 @@ size_t xa_arena_capacity(const xa_ctx *ctx) {
     for (const xa_arena_chunk *c = ctx->arena.first; c; c = c->next)
         n += c->size;
     return n;
+}
+
+// --- tensors made while nothing records -----------------------------------------------------
+
+void xa_made_note(xa_ctx *ctx, xa_tensor *t) {
+    xa_made *m = &ctx->made;
+    if (!m->on || m->lost)
+        return;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 256;
+        xa_tensor **v = realloc(m->v, cap * sizeof *v);
+        if (!v) {
+            m->lost = true; // giving back nothing is always safe
+            return;
+        }
+        m->v = v, m->cap = cap;
+    }
+    m->v[m->n++] = t;
+}
+
+xa_made_mark xa_made_begin(xa_ctx *ctx) {
+    xa_made_mark mark = {.since = ctx->made.n, .was_on = ctx->made.on};
+    ctx->made.on = true;
+    return mark;
+}
+
+// Is `p` the data of `keep` or of a tensor in v[0..n) that must stay: pinned, or a view (which
+// shares its base's data)?
+static bool made_kept(float *p, const xa_tensor *keep, xa_tensor *const *v, size_t n) {
+    if (keep && keep->data == p)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = v[i]->flags;
+        if (v[i]->data == p && ((f & XA_TENSOR_PINNED) || !(f & XA_TENSOR_OWNS_ARENA_DATA)))
+            return true;
+    }
+    return false;
+}
+
+void xa_made_end(xa_ctx *ctx, xa_made_mark mark, const xa_tensor *keep) {
+    xa_made *m = &ctx->made;
+    XA_ASSERT(m->on && mark.since <= m->n);
+    if (!m->lost) {
+        xa_tensor *const *v = m->v + mark.since;
+        size_t n = m->n - mark.since;
+        for (size_t i = 0; i < n; i++) {
+            xa_tensor *t = v[i];
+            uint32_t f = t->flags;
+            if (t == keep || !t->data || !(f & XA_TENSOR_OWNS_ARENA_DATA) ||
+                (f & (XA_TENSOR_PINNED | XA_TENSOR_NEEDS_GRAD)) || made_kept(t->data, keep, v, n))
+                continue;
+            xa_tensor_drop_data(ctx, t);
+        }
+    }
+    m->on = mark.was_on;
+    if (!m->on) // the outermost end: entries of inner ones stay until here, for made_kept
+        m->n = 0, m->lost = false;
 }
 
 void xa_arena_deinit(xa_arena *a) {
