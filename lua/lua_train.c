@@ -125,6 +125,39 @@ static float grad_norm(xa_params *ps, float scale) {
     return (float)sqrt(sq);
 }
 
+// For an error message: the trainable parameters whose values (grads false) or gradients hold NaN
+// or Inf, as "a, b, c and 4 more"; "" when there are none.
+static void nonfinite_names(xa_params *ps, bool grads, char *buf, size_t cap) {
+    size_t n = 0, len = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < xa_params_count(ps); i++) {
+        xa_tensor *t = xa_params_at(ps, i);
+        const float *v = grads ? t->grad : t->data;
+        if (!(t->flags & XA_TENSOR_TRAINABLE) || !v)
+            continue;
+        int64_t j = 0;
+        while (j < t->numel && isfinite(v[j]))
+            j++;
+        if (j == t->numel || n++ >= 3 || len >= cap)
+            continue;
+        len +=
+            (size_t)snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", xa_params_name(ps, i));
+    }
+    if (n > 3 && len < cap)
+        snprintf(buf + len, cap - len, " and %zu more", n - 3);
+}
+
+// m:_nonfinite() -> the trainable parameters holding NaN or Inf ("a, b and 2 more"), or nil
+static int model_nonfinite(lua_State *L) {
+    char names[512];
+    nonfinite_names(xa_net_params(xl_check_model(L, 1)->net), false, names, sizeof names);
+    if (names[0])
+        lua_pushstring(L, names);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 // opt:step(lr, grad_scale, clip) -> global gradient norm before clipping
 static int optim_step(lua_State *L) {
     xl_optim *o = xl_check_optim(L, 1);
@@ -138,11 +171,29 @@ static int optim_step(lua_State *L) {
                         (double)lr);
     float norm = grad_norm(xa_net_params(o->net), scale);
     o->last_norm = norm;
-    if (!isfinite(norm))
+    if (!isfinite(norm)) {
+        char grads[512], values[512];
+        xa_params *ps = xa_net_params(o->net);
+        nonfinite_names(ps, true, grads, sizeof grads);
+        nonfinite_names(ps, false, values, sizeof values);
+        if (values[0])
+            return xl_raise(L,
+                            "the gradient is not finite (norm %g) in %s, and parameters hold NaN "
+                            "or Inf (%s): an earlier update blew up; lower the learning rate or "
+                            "clip",
+                            (double)norm, grads, values);
+        if (!xa_optim_steps(o->opt))
+            return xl_raise(L,
+                            "the gradient is not finite (norm %g) in %s at the first update, with "
+                            "the parameters as initialised: the forward or backward made it (an "
+                            "adapter plugin's? its gradient check would show it), or the loss was "
+                            "not finite",
+                            (double)norm, grads);
         return xl_raise(L,
-                        "the gradient is not finite (norm %g): lower the learning rate or "
+                        "the gradient is not finite (norm %g) in %s: lower the learning rate or "
                         "clip",
-                        (double)norm);
+                        (double)norm, grads);
+    }
     if (clip > 0 && norm > clip)
         scale *= clip / (norm + 1e-6f);
     if (xa_optim_step(o->opt, lr, scale) != XA_OK)
@@ -578,8 +629,13 @@ void xl_open_train(lua_State *L, int mod) {
     lua_pop(L, 1);
 
     static const luaL_Reg step_methods[] = {
-        {"_forward", model_forward}, {"_loss", model_loss},       {"_backward", model_backward},
-        {"_end", model_end},         {"_prepare", model_prepare}, {NULL, NULL},
+        {"_forward", model_forward},
+        {"_loss", model_loss},
+        {"_backward", model_backward},
+        {"_end", model_end},
+        {"_prepare", model_prepare},
+        {"_nonfinite", model_nonfinite},
+        {NULL, NULL},
     };
     luaL_getmetatable(L, XL_MODEL);
     lua_getfield(L, -1, "__index");

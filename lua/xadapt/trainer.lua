@@ -289,6 +289,25 @@ local function batch_of(run, idx, with_labels)
 end
 
 -- Forward one batch and return (batch, Loss).
+-- A training loss that is NaN or Inf stops the run before its backward, saying where it came from.
+local function check_loss(m, v, state)
+  if v == v and v ~= math.huge and v ~= -math.huge then return end
+  local at = ("at step %d (epoch %d)"):format(state.step + 1, state.epoch)
+  v = v ~= v and "NaN" or v > 0 and "+Inf" or "-Inf"
+  local bad = m:_nonfinite()
+  if bad then
+    U.raise("the training loss is %s %s: parameters hold NaN or Inf (%s), so an earlier update "
+            .. "blew up; lower the learning rate or clip", v, at, bad)
+  end
+  if state.step == 0 then
+    U.raise("the training loss is %s %s, before any update of this run: this batch's forward "
+            .. "made it; check its inputs and labels and any adapter plugin's forward", v, at)
+  end
+  U.raise("the training loss is %s %s, every trainable parameter finite: %d update%s may have made "
+          .. "them too large (lower the learning rate or clip), or this batch's inputs or labels "
+          .. "or an adapter plugin's forward made it", v, at, state.step, state.step == 1 and "" or "s")
+end
+
 local function forward_loss(run, idx, train)
   local b = batch_of(run, idx, true)
   run.model:_forward(b, {train = train, features = run.features.cache,
@@ -628,6 +647,7 @@ function xa.train(o)
         -- so the model is usable again (freeze, another xa.train)
         local ok, b, loss = pcall(function()
           local b, loss = forward_loss(run, plan[j], true)
+          check_loss(m, loss:value(), state)
           m:_backward(loss)
           return b, loss
         end)

@@ -95,6 +95,22 @@ local rr = xa.train{model = mr, data = reg, head = "reg", optim = xa.adamw{lr = 
 H.eq(xa.train ~= nil and rr.steps, 30, "regress steps")
 H.check(rr.loss < rr.losses[1], "regression loss falls")
 H.check(rr.final.pearson > 0.5, "pearson %g", rr.final.pearson)
+-- a loss that is not finite stops the run before its backward and says where it came from
+local huge = xa.data.from({{text = "a b", label = 1e30}, {text = "c d", label = -0.5}})
+local function diverge(d, lr)
+  local mx = model()
+  mx:head("reg", {kind = "regress", dropout = 0})
+  return function()
+    xa.train{model = mx, data = d, head = "reg", optim = xa.sgd{lr = lr}, epochs = 5, batch = 2,
+             progress = false}
+  end
+end
+H.raises(diverge(huge, 1e-3), "the training loss is +Inf at step 1 (epoch 1), before any update",
+         "check its inputs and labels")
+H.raises(diverge(reg, 1e36), "the training loss is +Inf at step 2 (epoch 1), every trainable "
+         .. "parameter finite: 1 update may have made them too large")
+H.raises(diverge(reg, 3e38), "the training loss is NaN at step 2 (epoch 1): parameters hold NaN "
+         .. "or Inf (head.reg.weight, head.reg.bias), so an earlier update blew up")
 local mm = model()
 local rm = xa.train{model = mm, data = data, objective = "mlm", optim = xa.adamw{lr = 1e-2},
                     epochs = 2, batch = 8, seed = 2, progress = false, eval = {data = dev}}
