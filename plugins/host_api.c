@@ -157,6 +157,17 @@ static const xa_dims *dims(xa_adapter *a) { return &a->dims; }
 static void *state(xa_adapter *a) { return a->state; }
 static void set_state(xa_adapter *a, void *s) { a->state = s; }
 
+// plugin.h's XA_AT_* and model.h's xa_site are one numbering: `at` is passed on as it is.
+#define SAME(at, site) ((int)(at) == (int)(site))
+_Static_assert(SAME(XA_AT_ATTN, XA_SITE_ATTN) && SAME(XA_AT_FFN, XA_SITE_FFN) &&
+                   SAME(XA_AT_OUT, XA_SITE_OUT) && SAME(XA_AT_Q, XA_SITE_Q) &&
+                   SAME(XA_AT_K, XA_SITE_K) && SAME(XA_AT_V, XA_SITE_V) &&
+                   SAME(XA_AT_O, XA_SITE_O) && SAME(XA_AT_FF1, XA_SITE_FF1) &&
+                   SAME(XA_AT_FF2, XA_SITE_FF2) && SAME(XA_AT_ACT, XA_SITE_ACT) &&
+                   SAME(XA_AT_ACT + 1, XA_SITE_COUNT),
+               "XA_AT_* and xa_site must agree (a new site is appended to both)");
+#undef SAME
+
 static int attach(xa_adapter *a, int layer, int at) {
     if (!a->creating)
         return xa_errorf(ctx_of(a), XA_ESTATE, "%s: attach is only allowed in create", a->name);

@@ -9,7 +9,8 @@
 #include "xadapt/tape.h"
 
 const char *xa_site_name(xa_site s) {
-    static const char *names[XA_SITE_COUNT] = {"attn", "ffn", "out", "q", "k", "v", "o", "ff1", "ff2"};
+    static const char *names[XA_SITE_COUNT] = {"attn", "ffn", "out", "q",   "k",
+                                               "v",    "o",   "ff1", "ff2", "act"};
     return (unsigned)s < XA_SITE_COUNT ? names[s] : "?";
 }
 
@@ -59,7 +60,8 @@ static xa_tensor *attention_sublayer(xa_ctx *ctx, const xa_block *w, const xa_bl
 
 static xa_tensor *ffn_sublayer(xa_ctx *ctx, const xa_block *w, const xa_block_run *r, int layer,
                                xa_tensor *x) {
-    xa_tensor *f = xa_act_apply(ctx, proj(ctx, r, layer, XA_SITE_FF1, x, w->w1, w->b1), r->cfg->act);
+    xa_tensor *u = proj(ctx, r, layer, XA_SITE_FF1, x, w->w1, w->b1);
+    xa_tensor *f = site(ctx, r, layer, XA_SITE_ACT, xa_act_apply(ctx, u, r->cfg->act), u);
     f = xa_dropout(ctx, proj(ctx, r, layer, XA_SITE_FF2, f, w->w2, w->b2), r->dropout);
     return site(ctx, r, layer, XA_SITE_FFN, f, x);
 }

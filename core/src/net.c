@@ -131,8 +131,14 @@ xa_status xa_net_attach(xa_net *n, xa_adapter *a, int layer, int at) {
     if (layer < 0 || layer >= n->layers)
         return xa_errorf(n->ctx, XA_ERANGE, "%s: layer %d is outside the model's 0..%d", a->name,
                          layer, n->layers - 1);
-    if (at < 0 || at >= XA_SITE_COUNT)
-        return xa_errorf(n->ctx, XA_EINVAL, "%s: unknown insertion point %d", a->name, at);
+    if (at < 0 || at >= XA_SITE_COUNT) {
+        char list[128] = "";
+        for (int s = 0; s < XA_SITE_COUNT; s++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d %s", s ? ", " : "", s,
+                     xa_site_name((xa_site)s));
+        return xa_errorf(n->ctx, XA_EINVAL, "%s: unknown insertion point %d (sites are %s)",
+                         a->name, at, list);
+    }
     site_list *s = &n->sites[layer * XA_SITE_COUNT + at];
     xa_adapter **v = realloc(s->v, (size_t)(s->n + 1) * sizeof *v);
     xa_attachment *sites = realloc(a->sites, (size_t)(a->nsites + 1) * sizeof *sites);

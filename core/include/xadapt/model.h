@@ -85,12 +85,18 @@ typedef enum xa_site {
     XA_SITE_ATTN, // attention sub-layer output, before its residual (and LayerNorm in post-LN)
     XA_SITE_FFN,  // feed-forward sub-layer output, before its residual
     XA_SITE_OUT,  // block output (the residual stream after the block)
-    XA_SITE_Q, XA_SITE_K, XA_SITE_V, XA_SITE_O, // projections: rewrite a linear's output
-    XA_SITE_FF1, XA_SITE_FF2,
+    // projections: rewrite a linear's output
+    XA_SITE_Q,
+    XA_SITE_K,
+    XA_SITE_V,
+    XA_SITE_O,
+    XA_SITE_FF1,
+    XA_SITE_FF2,
+    XA_SITE_ACT, // feed-forward activation after the nonlinearity (FF2's input); x = FF1's output
     XA_SITE_COUNT
 } xa_site;
 
-const char *xa_site_name(xa_site s); // "attn", "ffn", "out", "q", ...
+const char *xa_site_name(xa_site s); // "attn", "ffn", "out", "q", ..., "act"
 
 // Called at each enabled (layer, site): returns the rewritten tensor (or `h` unchanged), NULL
 // on error. `x` is the sub-layer's input (for projections: the linear's input).

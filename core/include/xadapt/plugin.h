@@ -15,7 +15,7 @@ extern "C" {
 
 // Major changes break plugins (a field removed or reordered); minor ones only append.
 #define XA_ABI_MAJOR 1
-#define XA_ABI_MINOR 1
+#define XA_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define XA_PLUGIN_EXPORT __attribute__((visibility("default")))
@@ -35,8 +35,14 @@ enum {
     XA_AT_ATTN = 0, // attention sub-layer output, before its residual (+ LayerNorm in post-LN)
     XA_AT_FFN = 1,  // feed-forward sub-layer output, before its residual
     XA_AT_OUT = 2,  // block output: the residual stream after the block
-    XA_AT_Q = 3, XA_AT_K = 4, XA_AT_V = 5, XA_AT_O = 6, // a projection's output (LoRA)
-    XA_AT_FF1 = 7, XA_AT_FF2 = 8,
+    // a projection's output (LoRA): query, key, value, attention output, FF1, FF2
+    XA_AT_Q = 3,
+    XA_AT_K = 4,
+    XA_AT_V = 5,
+    XA_AT_O = 6,
+    XA_AT_FF1 = 7,
+    XA_AT_FF2 = 8,
+    XA_AT_ACT = 9, // ABI 1.2: feed-forward activation after the nonlinearity, FF2's input (B,T,I)
     XA_AT_SIDE = 100, // side network: reads taps, output fused at the head (K-Adapter)
 };
 
