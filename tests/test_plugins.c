@@ -493,7 +493,7 @@ Test(plugins, a_failing_forward_is_named_with_its_site_also_when_the_plugin_says
 }
 
 Test(plugins, a_forward_without_mistakes_passes_the_hosts_checks) {
-    static const char *const at[] = {"v", "out", "replace", "side"};
+    static const char *const at[] = {"v", "out", "act", "replace", "side"};
     for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
         fixture f;
         open_with(&f, &(plugin_kind){"mistakes.so", "test_mistakes", NULL});
@@ -504,4 +504,203 @@ Test(plugins, a_forward_without_mistakes_passes_the_hosts_checks) {
         cr_expect(fixture_forward(&f), "%s: %s", opts, xa_errmsg(f.ctx));
         fixture_close(&f);
     }
+}
+
+// --- the act site (ABI 1.2): the feed-forward activation, FF2's input ---------------------------
+
+// Hooks for xa_text_forward that stand outside the net: rescale the activation at the act site
+// by l[layer], or compute FF2 themselves from a weight whose columns were scaled by l (w2l).
+typedef struct {
+    xa_model *m;
+    xa_tensor *l[2], *w2l[2];
+    bool identity; // the act hook hands back what it got
+} act_hooks;
+
+static xa_tensor *act_hook(xa_ctx *ctx, void *user, int layer, xa_site s, xa_tensor *h,
+                           xa_tensor *x) {
+    const act_hooks *k = user;
+    cr_assert_eq(s, XA_SITE_ACT, "only the act site is enabled, %s was called", xa_site_name(s));
+    cr_assert_eq(h->shape[2], k->l[layer]->numel, "act sees (B, T, intermediate)");
+    cr_assert(x && x->ndim == 3 && x->shape[2] == h->shape[2], "x is FF1's output");
+    return k->identity ? h : xa_mul_row(ctx, h, k->l[layer]);
+}
+
+static xa_tensor *ff2_hook(xa_ctx *ctx, void *user, int layer, xa_site s, xa_tensor *h,
+                           xa_tensor *x) {
+    const act_hooks *k = user;
+    cr_assert(s == XA_SITE_FF2 && !h, "FF2 is replaced, nothing else is hooked");
+    return xa_linear(ctx, x, k->w2l[layer], xa_model_block(k->m, layer)->b2);
+}
+
+// l[i] ~ U(0.5, 1.5) per block, and w2l[i] = W2 diag(l[i]) computed here, not by the host.
+static void act_hooks_init(xa_ctx *ctx, act_hooks *k, xa_model *m, const xa_tensor *const *l) {
+    memset(k, 0, sizeof *k);
+    k->m = m;
+    for (int i = 0; i < 2; i++) {
+        const xa_tensor *w2 = xa_model_block(m, i)->w2; // (hidden, intermediate)
+        int64_t H = w2->shape[0], I = w2->shape[1];
+        k->l[i] = xa_tensor_new(ctx, 1, (int64_t[]){I});
+        if (l)
+            memcpy(k->l[i]->data, l[i]->data, (size_t)I * sizeof(float));
+        else
+            fill_uniform(ctx, k->l[i], 0.5f, 1.5f);
+        k->w2l[i] = xa_tensor_new(ctx, 2, w2->shape);
+        for (int64_t o = 0; o < H; o++)
+            for (int64_t j = 0; j < I; j++)
+                k->w2l[i]->data[o * I + j] = w2->data[o * I + j] * k->l[i]->data[j];
+    }
+}
+
+static void act_hooks_free(act_hooks *k) {
+    for (int i = 0; i < 2; i++)
+        xa_tensor_release(k->l[i]), xa_tensor_release(k->w2l[i]);
+}
+
+// The last hidden state of `m` with `hooks` (NULL: none), as a heap copy.
+static float *last_with(xa_ctx *ctx, xa_model *m, const xa_text_batch *b, const xa_hooks *hooks) {
+    xa_arena_reset(ctx);
+    xa_text_out out;
+    xa_forward_opts o = {.hooks = hooks};
+    cr_assert_eq(xa_text_forward(ctx, m, b, &o, &out), XA_OK, "%s", xa_errmsg(ctx));
+    return copy_of(out.last);
+}
+
+static float max_diff(const float *a, const float *b, int64_t n) {
+    float d = 0;
+    for (int64_t i = 0; i < n; i++)
+        d = fmaxf(d, fabsf(a[i] - b[i]));
+    return d;
+}
+
+// CLIP's text tower is the pre-LN block with quick_gelu (BERT's, post-LN with gelu, is checked
+// through the net below): a * l at the act site is FF2 with its columns scaled by l, and an
+// identity hook there changes no bit.
+Test(plugins, act_site_in_clip_blocks_scales_like_ff2_columns_and_identity_changes_nothing) {
+    xa_ctx *ctx = xa_ctx_new();
+    xa_ctx_seed(ctx, 7);
+    xa_model *m;
+    cr_assert_eq(xa_model_load(ctx, src_path("tests/golden/fixtures/clip_tiny"), &m), XA_OK, "%s",
+                 xa_errmsg(ctx));
+    int32_t ids[2 * 6] = {0, 5, 17, 33, 2, 1, 0, 9, 44, 2, 1, 1};
+    float mask[2 * 6] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+    xa_text_batch b = {.ids = ids, .mask = mask, .B = 2, .T = 6};
+    act_hooks k;
+    act_hooks_init(ctx, &k, m, NULL);
+    const uint32_t act[2] = {1u << XA_SITE_ACT, 1u << XA_SITE_ACT},
+                   ff2[2] = {1u << XA_SITE_FF2, 1u << XA_SITE_FF2};
+    int64_t n = 2 * 6 * xa_model_config_of(m)->text.hidden;
+    float *plain = last_with(ctx, m, &b, NULL);
+    float *scaled = last_with(ctx, m, &b, &(xa_hooks){.fn = act_hook, .user = &k, .enabled = act});
+    float *want = last_with(ctx, m, &b, &(xa_hooks){.fn = ff2_hook, .user = &k, .replace = ff2});
+    cr_expect_lt(max_diff(scaled, want, n), 1e-5f, "a * l at act vs (W2 diag l) a: %g",
+                 max_diff(scaled, want, n));
+    cr_expect_gt(max_diff(scaled, plain, n), 1e-3f, "l must change the output");
+    k.identity = true;
+    float *same = last_with(ctx, m, &b, &(xa_hooks){.fn = act_hook, .user = &k, .enabled = act});
+    cr_expect_eq(memcmp(same, plain, (size_t)n * sizeof(float)), 0,
+                 "an identity hook at act changed the output by %g", max_diff(same, plain, n));
+    free(plain), free(scaled), free(want), free(same);
+    act_hooks_free(&k);
+    xa_model_free(m);
+    xa_ctx_free(ctx);
+}
+
+static const plugin_kind act_scale = {"act_scale.so", "test_act_scale", NULL};
+
+// Through the net and the plugin ABI, on BERT (post-LN, gelu): the same equality, with the
+// expected value from FF2 computed outside the host.
+Test(plugins, act_site_rescaling_by_l_equals_ff2_with_its_columns_scaled_by_l) {
+    fixture f;
+    open_with(&f, &act_scale);
+    cr_assert_eq(xa_net_insert(f.net, "test_act_scale", "l", NULL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_params *ps = xa_net_params(f.net);
+    xa_tensor *l[2] = {xa_params_find(ps, "l.l0.l_ff"), xa_params_find(ps, "l.l1.l_ff")};
+    cr_assert(l[0] && l[1], "parameters l.l<i>.l_ff");
+    cr_assert_eq(l[0]->numel, xa_model_config_of(f.plm)->text.intermediate);
+    for (int i = 0; i < 2; i++)
+        fill_uniform(f.ctx, l[i], 0.5f, 1.5f);
+    xa_tensor *y = fixture_forward(&f);
+    cr_assert(y, "%s", xa_errmsg(f.ctx));
+    float *got = copy_of(y);
+    act_hooks k;
+    act_hooks_init(f.ctx, &k, f.plm, (const xa_tensor *const *)l);
+    const uint32_t ff2[2] = {1u << XA_SITE_FF2, 1u << XA_SITE_FF2};
+    float *want = last_with(f.ctx, f.plm, &f.batch.text,
+                            &(xa_hooks){.fn = ff2_hook, .user = &k, .replace = ff2});
+    float *plain = last_with(f.ctx, f.plm, &f.batch.text, NULL);
+    cr_expect_lt(max_diff(got, want, y->numel), 1e-5f, "%g", max_diff(got, want, y->numel));
+    cr_expect_gt(max_diff(got, plain, y->numel), 1e-3f, "l must change the output");
+    free(got), free(want), free(plain);
+    act_hooks_free(&k);
+    fixture_close(&f);
+}
+
+// l = 1 and a hook that hands back args->h itself: both bit for bit the model without a hook,
+// and the hook did run (its parameter gets a gradient).
+Test(plugins, identity_hooks_at_the_act_site_leave_the_output_bit_identical) {
+    fixture f;
+    open_with(&f, &act_scale);
+    float *base = copy_of(fixture_forward(&f));
+    cr_assert_eq(xa_net_insert(f.net, "test_act_scale", "l", NULL), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_arena_reset(f.ctx);
+    xa_tensor *y = fixture_forward(&f);
+    cr_assert(y, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(memcmp(y->data, base, (size_t)y->numel * sizeof(float)), 0, "%g",
+                 max_abs_diff(y, base));
+    xa_tensor *target = rand_tensor(f.ctx, 2, 7, 32, 0);
+    cr_assert_eq(xa_backward(f.ctx, xa_mse(f.ctx, y, target)), XA_OK, "%s", xa_errmsg(f.ctx));
+    xa_tensor *l0 = xa_params_find(xa_net_params(f.net), "l.l0.l_ff");
+    const float *g = xa_tensor_grad(f.ctx, l0);
+    float norm = 0;
+    for (int64_t i = 0; i < l0->numel; i++)
+        norm += fabsf(g[i]);
+    cr_expect_gt(norm, 0.0f, "the act hook never ran: its parameter has no gradient");
+    xa_tensor_release(target);
+    fixture_close(&f);
+
+    open_with(&f, &(plugin_kind){"mistakes.so", "test_mistakes", NULL});
+    cr_assert_eq(xa_net_insert(f.net, "test_mistakes", "same", "{\"at\": \"act\"}"), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    y = fixture_forward(&f);
+    cr_assert(y, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(memcmp(y->data, base, (size_t)y->numel * sizeof(float)), 0, "%g",
+                 max_abs_diff(y, base));
+    free(base);
+    fixture_close(&f);
+}
+
+// l at the act site, and LoRA on FF1 below it so its gradient flows back through the hooked
+// nonlinearity, against central differences.
+Test(plugins, act_site_gradients_match_central_differences) {
+    fixture f;
+    open_with(&f, &act_scale);
+    cr_assert_eq(xa_net_insert(f.net, "test_act_scale", "l", NULL), XA_OK, "%s", xa_errmsg(f.ctx));
+    cr_assert_eq(xa_net_insert(f.net, "lora", "lo",
+                               "{\"targets\": [\"ff1\"], \"rank\": 2, \"layers\": [1]}"),
+                 XA_OK, "%s", xa_errmsg(f.ctx));
+    fixture_randomize(&f, 0.5f);
+    gc_report rep;
+    bool ok = fixture_gradcheck(&f, &rep);
+    cr_expect(ok, "%d of %d off: %s", rep.failed, rep.checked, rep.first_failure);
+    cr_expect_gt(rep.checked, 2 * 37, "every element of l0 and l1, and LoRA's");
+    fixture_close(&f);
+}
+
+Test(plugins, act_site_forward_of_the_wrong_shape_is_refused) {
+    // bert_tiny's intermediate size is 37
+    expect_forward_fails("{\"mistake\": \"shape\", \"at\": \"act\"}", XA_ESHAPE,
+                         (const char *[]){"test_mistakes 'oops': forward at layer 0 (act)",
+                                          "returned a (2,6,37) tensor, expected (2,7,37)",
+                                          "(the shape of args->h)", NULL});
+}
+
+Test(plugins, attaching_past_the_last_site_is_refused_naming_every_site) {
+    fixture f;
+    open_with(&f, &(plugin_kind){"mistakes.so", "test_mistakes", NULL});
+    cr_expect_eq(xa_net_insert(f.net, "test_mistakes", "oops", "{\"at\": \"nowhere\"}"), XA_EINVAL);
+    cr_expect(strstr(xa_errmsg(f.ctx), "unknown insertion point 10 (sites are 0 attn, 1 ffn"), "%s",
+              xa_errmsg(f.ctx));
+    cr_expect(strstr(xa_errmsg(f.ctx), "8 ff2, 9 act)"), "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(xa_net_adapter_count(f.net), 0);
+    fixture_close(&f);
 }

@@ -3,8 +3,9 @@
 // that names it, where it ran and what was wrong, before anything downstream reads the result.
 // Option `mistake`: "shape" (one position short), "rank" (flattened to 2-D), "null" (NULL without
 // a message), "op" (an op of the plugin's fails: a gate of the wrong length), "none". Option `at`:
-// "v" (the value projection, default), "out" (block output), "replace" (computes the value
-// projection itself through H->replace), "side" (a side network on the embeddings).
+// "v" (the value projection, default), "out" (block output), "act" (the feed-forward activation),
+// "replace" (computes the value projection itself through H->replace), "side" (a side network on
+// the embeddings), "nowhere" (a site number past the last one: create fails).
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,7 +31,11 @@ static int create(xa_adapter *a, const xa_opts *o) {
         return H->tap(a, 0);
     if (!strcmp(at, "replace"))
         return H->base_linear(a, 0, XA_AT_V, &s->w, &s->b) || H->replace(a, 0, XA_AT_V, true);
-    return H->attach(a, 0, !strcmp(at, "out") ? XA_AT_OUT : XA_AT_V);
+    return H->attach(a, 0,
+                     !strcmp(at, "out")       ? XA_AT_OUT
+                     : !strcmp(at, "act")     ? XA_AT_ACT
+                     : !strcmp(at, "nowhere") ? XA_AT_ACT + 1 // past the last site
+                                              : XA_AT_V);
 }
 
 static xa_tensor *forward(xa_adapter *a, const xa_site_args *args) {
