@@ -443,6 +443,25 @@ Test(plugins, template_refuses_bad_options_with_the_hosts_messages) {
     fixture_close(&f);
 }
 
+// ABI 1.2 only added a site: a plugin built for 1.1 loads and works as before.
+Test(plugins, a_plugin_built_for_abi_1_1_loads_and_runs) {
+    fixture f;
+    open_with(&f, &(plugin_kind){"minor_older.so", "test_good", NULL});
+    const xa_plugin_record *from = NULL;
+    cr_assert_not_null(xa_registry_find(f.reg, "test_good", &from));
+    cr_expect(from->abi_major == 1 && from->abi_minor == 1, "ABI %u.%u", from->abi_major,
+              from->abi_minor);
+    float *base = copy_of(fixture_forward(&f));
+    cr_assert_eq(xa_net_insert(f.net, "test_good", "old", "{\"layers\": [0, 1]}"), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    xa_arena_reset(f.ctx);
+    xa_tensor *y = fixture_forward(&f);
+    cr_assert(y, "%s", xa_errmsg(f.ctx));
+    cr_expect_eq(max_abs_diff(y, base), 0.0f);
+    free(base);
+    fixture_close(&f);
+}
+
 // --- forward mistakes, stopped at the adapter ---------------------------------------------------
 
 // Insert test_mistakes with `opts` and run one forward: it must fail with `code` and a message

@@ -82,6 +82,8 @@ XA_PLUGIN_EXPORT int xa_plugin_init(const xa_host_api *host, xa_plugin_info *inf
     info->abi_major = XA_ABI_MAJOR + 1;
 #elif defined(VARIANT_MINOR_NEWER)
     info->abi_minor = XA_ABI_MINOR + 1;
+#elif defined(VARIANT_MINOR_OLDER)
+    info->abi_minor = 1; // what XA_PLUGIN_INFO_INIT wrote before 1.2 (no struct it uses changed)
 #elif defined(VARIANT_INIT_FAILS)
     *errmsg = strdup("needs libfrobnicate 2.0, found none");
     return 1;
