@@ -400,6 +400,34 @@ Test(plugins, template_and_example_gradients_match_central_differences) {
     }
 }
 
+Test(plugins, example_is_the_whole_ia3_keys_values_and_activation) {
+    fixture f;
+    open_with(&f, &kinds[3]);
+    cr_assert_eq(xa_net_insert(f.net, "ia3", "e", "{\"layers\": [1]}"), XA_OK, "%s",
+                 xa_errmsg(f.ctx));
+    xa_params *ps = xa_net_params(f.net);
+    const xa_model_config *c = xa_model_config_of(f.plm);
+    cr_expect_eq(xa_params_count(ps), 3);
+    const char *names[3] = {"e.l1.l_k", "e.l1.l_v", "e.l1.l_ff"};
+    int64_t lens[3] = {c->text.hidden, c->text.hidden, c->text.intermediate};
+    for (int i = 0; i < 3; i++) {
+        xa_tensor *t = xa_params_find(ps, names[i]);
+        cr_assert_not_null(t, "%s", names[i]);
+        cr_expect_eq(t->numel, lens[i], "%s", names[i]);
+    }
+    // l_ff really scales the activation: doubling it changes the output
+    float *base = copy_of(fixture_forward(&f));
+    xa_tensor *l = xa_params_find(ps, "e.l1.l_ff");
+    for (int64_t j = 0; j < l->numel; j++)
+        l->data[j] = 2.0f;
+    xa_arena_reset(f.ctx);
+    xa_tensor *y = fixture_forward(&f);
+    cr_assert(y, "%s", xa_errmsg(f.ctx));
+    cr_expect_gt(max_abs_diff(y, base), 1e-3f);
+    free(base);
+    fixture_close(&f);
+}
+
 Test(plugins, template_saves_and_loads_through_the_host) {
     fixture f;
     open_with(&f, &kinds[0]);
