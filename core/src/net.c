@@ -503,12 +503,17 @@ static void base_args(const call *c, xa_site_args *a) {
 
 // What an in-stream or side forward returned, checked before anything downstream reads it: nothing
 // (with the plugin's message, or one saying so), or a tensor of another shape than the one it
-// rewrites (the shape args->h has; for a replaced projection, the frozen one's output; for a
-// side network, the last hidden state it is fused with). A
-// message that does not name the adapter gets its name, layer and site in front, so a failing
-// op inside a plugin ("mul_row: vector length must equal ...") says whose it was.
+// rewrites (the shape args->h has; for a replaced projection, the frozen one's output; for a side
+// network, the last hidden state it is fused with). A message that does not name the adapter gets
+// its name, layer and site in front, so a failing op inside a plugin ("mul_row: vector length
+// must equal ...") says whose it was.
 static xa_tensor *checked(xa_ctx *ctx, const xa_adapter *a, int layer, xa_site s, xa_tensor *y,
                           int ndim, const int64_t *shape) {
+    bool same = y && y->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++)
+        same = y->shape[d] == shape[d];
+    if (same) // the common case: no message to prepare
+        return y;
     char owner[256], where[320];
     snprintf(owner, sizeof owner, "%s '%s'", a->cls->name, a->name);
     if (layer < 0)
@@ -523,19 +528,13 @@ static xa_tensor *checked(xa_ctx *ctx, const xa_adapter *a, int layer, xa_site s
             xa_error_wrap(ctx, "%s", where);
         return NULL;
     }
-    bool same = y->ndim == ndim;
-    for (int d = 0; same && d < ndim; d++)
-        same = y->shape[d] == shape[d];
-    if (!same) {
-        char got[64], want[64];
-        xa_errorf(ctx, XA_ESHAPE, "%s returned a %s tensor, expected %s (the shape of %s)", where,
-                  xa_shape_str(y, got, sizeof got), xa_shape_fmt(ndim, shape, want, sizeof want),
-                  layer < 0               ? "the last hidden state"
-                  : is_projection((int)s) ? "the projection's output"
-                                          : "args->h");
-        return NULL;
-    }
-    return y;
+    char got[64], want[64];
+    xa_errorf(ctx, XA_ESHAPE, "%s returned a %s tensor, expected %s (the shape of %s)", where,
+              xa_shape_str(y, got, sizeof got), xa_shape_fmt(ndim, shape, want, sizeof want),
+              layer < 0               ? "the last hidden state"
+              : is_projection((int)s) ? "the projection's output"
+                                      : "args->h");
+    return NULL;
 }
 
 static xa_tensor *run_site(xa_ctx *ctx, void *user, int layer, xa_site s, xa_tensor *h,
