@@ -154,6 +154,12 @@ Test(ref, shape_errors_name_both_shapes) {
     cr_expect_null(xa_embedding(ctx, w, ids, 1, 2));
     cr_expect(strstr(xa_errmsg(ctx), "id 9 at position 1") != NULL, "%s", xa_errmsg(ctx));
     xa_tensor_release(x), xa_tensor_release(w);
+    // attention names all three: here v is the one at fault (4 keys, 3 values)
+    xa_tensor *q = rand_tensor(ctx, 2, 4, 8, 0), *k = rand_tensor(ctx, 2, 4, 8, 0);
+    xa_tensor *v = rand_tensor(ctx, 2, 3, 8, 0);
+    cr_expect_null(xa_attention(ctx, q, k, v, &(xa_attn_opts){.heads = 2}));
+    cr_expect(strstr(xa_errmsg(ctx), "v (2,3,8)") != NULL, "%s", xa_errmsg(ctx));
+    xa_tensor_release(q), xa_tensor_release(k), xa_tensor_release(v);
 }
 
 Test(ref, dropout_is_seeded_and_identity_when_not_training) {

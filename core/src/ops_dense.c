@@ -187,20 +187,29 @@ static void attention_bw(xa_ctx *ctx, xa_node *n) {
                           assign);
 }
 
+// Attention's shape errors show all three operands: any of them can be the one at fault.
+static xa_tensor *attn_shape_error(xa_ctx *ctx, const char *what, const xa_tensor *q,
+                                   const xa_tensor *k, const xa_tensor *v) {
+    char sq[96], sk[96], sv[96];
+    xa_errorf(ctx, XA_ESHAPE, "attention: %s (got q %s, k %s, v %s)", what,
+              xa_shape_str(q, sq, sizeof sq), xa_shape_str(k, sk, sizeof sk),
+              xa_shape_str(v, sv, sizeof sv));
+    return NULL;
+}
+
 xa_tensor *xa_attention(xa_ctx *ctx, xa_tensor *q, xa_tensor *k, xa_tensor *v,
                         const xa_attn_opts *o) {
     if (!q || !k || !v)
         return NULL;
     if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3)
-        return xa_op_shape_error(ctx, "attention", "q, k, v must be (B, T, H*D)", q, k);
+        return attn_shape_error(ctx, "q, k, v must be (B, T, H*D)", q, k, v);
     int64_t B = q->shape[0], Tq = q->shape[1], Tk = k->shape[1], H = o->heads;
     if (H <= 0 || q->shape[2] % H || v->shape[2] % H)
         return xa_errorf(ctx, XA_ESHAPE, "attention: %d heads do not divide widths %lld and %lld",
                          o->heads, (long long)q->shape[2], (long long)v->shape[2]),
                NULL;
     if (k->shape[0] != B || v->shape[0] != B || k->shape[2] != q->shape[2] || v->shape[1] != Tk)
-        return xa_op_shape_error(ctx, "attention",
-                                 "k must be (B, Tk, width of q) and v (B, Tk, H*Dv)", q, k);
+        return attn_shape_error(ctx, "k must be (B, Tk, width of q) and v (B, Tk, H*Dv)", q, k, v);
     xa_attn_shape s = {.B = B, .Tq = Tq, .Tk = Tk, .H = H, .Dk = q->shape[2] / H,
                        .Dv = v->shape[2] / H, .causal = o->causal};
     s.scale = o->scale > 0.0f ? o->scale : 1.0f / sqrtf((float)s.Dk);
