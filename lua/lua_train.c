@@ -184,8 +184,8 @@ static int optim_step(lua_State *L) {
                             (double)norm, grads, values);
         if (!xa_optim_steps(o->opt))
             return xl_raise(L,
-                            "the gradient is not finite (norm %g) in %s at the first update, with "
-                            "the parameters as initialised: the forward or backward made it (an "
+                            "the gradient is not finite (norm %g) in %s at this optimizer's first "
+                            "update, so no update of it made it: the forward or backward did (an "
                             "adapter plugin's? its gradient check would show it), or the loss was "
                             "not finite",
                             (double)norm, grads);

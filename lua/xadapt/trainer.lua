@@ -288,7 +288,6 @@ local function batch_of(run, idx, with_labels)
     images = run.features.images, choices = run.choices})
 end
 
--- Forward one batch and return (batch, Loss).
 -- A training loss that is NaN or Inf stops the run before its backward, saying where it came from.
 local function check_loss(m, v, state)
   if v == v and v ~= math.huge and v ~= -math.huge then return end
@@ -296,8 +295,8 @@ local function check_loss(m, v, state)
   v = v ~= v and "NaN" or v > 0 and "+Inf" or "-Inf"
   local bad = m:_nonfinite()
   if bad then
-    U.raise("the training loss is %s %s: parameters hold NaN or Inf (%s), so an earlier update "
-            .. "blew up; lower the learning rate or clip", v, at, bad)
+    U.raise("the training loss is %s %s: parameters hold NaN or Inf (%s); if updates put them "
+            .. "there, lower the learning rate or clip", v, at, bad)
   end
   if state.step == 0 then
     U.raise("the training loss is %s %s, before any update of this run: this batch's forward "
@@ -308,6 +307,7 @@ local function check_loss(m, v, state)
           .. "or an adapter plugin's forward made it", v, at, state.step, state.step == 1 and "" or "s")
 end
 
+-- Forward one batch and return (batch, Loss).
 local function forward_loss(run, idx, train)
   local b = batch_of(run, idx, true)
   run.model:_forward(b, {train = train, features = run.features.cache,
