@@ -111,20 +111,6 @@ static int optim_bind(lua_State *L) {
     return 0;
 }
 
-static float grad_norm(xa_params *ps, float scale) {
-    double sq = 0;
-    for (size_t i = 0; i < xa_params_count(ps); i++) {
-        xa_tensor *t = xa_params_at(ps, i);
-        if (!(t->flags & XA_TENSOR_TRAINABLE) || !t->grad)
-            continue;
-        for (int64_t j = 0; j < t->numel; j++) {
-            double g = (double)t->grad[j] * scale;
-            sq += g * g;
-        }
-    }
-    return (float)sqrt(sq);
-}
-
 // For an error message: the trainable parameters whose values (grads false) or gradients hold NaN
 // or Inf, as "a, b, c and 4 more"; "" when there are none.
 static void nonfinite_names(xa_params *ps, bool grads, char *buf, size_t cap) {
@@ -169,13 +155,16 @@ static int optim_step(lua_State *L) {
     if (!(lr >= 0) || !isfinite(lr))
         return xl_raise(L, "learning rate %g is not a finite number >= 0 (check the schedule)",
                         (double)lr);
-    float norm = grad_norm(xa_net_params(o->net), scale);
-    o->last_norm = norm;
-    if (!isfinite(norm)) {
+    xa_optim_set_clip(o->opt, clip);
+    xa_status st = xa_optim_step(o->opt, lr, scale);
+    float norm = o->last_norm = xa_optim_grad_norm(o->opt);
+    if (st == XA_ERANGE) { // a gradient that is not finite: nothing was updated
         char grads[512], values[512];
         xa_params *ps = xa_net_params(o->net);
         nonfinite_names(ps, true, grads, sizeof grads);
         nonfinite_names(ps, false, values, sizeof values);
+        if (!grads[0]) // every element finite, their norm overflows float
+            snprintf(grads, sizeof grads, "their sum (each gradient is finite)");
         if (values[0])
             return xl_raise(L,
                             "the gradient is not finite (norm %g) in %s, and parameters hold NaN "
@@ -194,9 +183,7 @@ static int optim_step(lua_State *L) {
                         "clip",
                         (double)norm, grads);
     }
-    if (clip > 0 && norm > clip)
-        scale *= clip / (norm + 1e-6f);
-    if (xa_optim_step(o->opt, lr, scale) != XA_OK)
+    if (st != XA_OK)
         return xl_raise_ctx(L, "optimizer step");
     lua_pushnumber(L, norm);
     return 1;

@@ -2,6 +2,7 @@
 // accumulation, weight-decay exclusion, frozen parameters, and a small model that learns.
 #include <criterion/criterion.h>
 #include <math.h>
+#include <string.h>
 
 #include "gradcheck.h"
 #include "xadapt/optim.h"
@@ -80,6 +81,33 @@ Test(optim, clipping_scales_to_the_global_norm) {
     grad(a, 3.0f), grad(b, 4.0f); // norm 5 -> scaled by 1/5
     xa_optim_step(opt, -1, 1.0f);
     cr_expect_float_eq(xa_optim_grad_norm(opt), 5.0f, 1e-6);
+    cr_expect_float_eq(a->data[0], -0.6f, 1e-5);
+    cr_expect_float_eq(b->data[0], -0.8f, 1e-5);
+    xa_optim_free(opt);
+}
+
+Test(optim, a_gradient_that_is_not_finite_changes_nothing) {
+    xa_tensor *a = scalar_param("a", 2, 1.0f), *b = scalar_param("b", 2, 2.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_ADAMW, .lr = 0.1f});
+    xa_params_pack(ps);
+    grad(a, NAN), grad(b, 1.0f);
+    cr_expect_eq(xa_optim_step(opt, -1, 1.0f), XA_ERANGE);
+    cr_expect(strstr(xa_errmsg(ctx), "not finite") != NULL, "%s", xa_errmsg(ctx));
+    cr_expect(isnan(xa_optim_grad_norm(opt)));
+    cr_expect_eq(a->data[0], 1.0f);
+    cr_expect_eq(b->data[0], 2.0f);
+    cr_expect_eq(xa_optim_steps(opt), 0);
+    xa_optim_free(opt);
+}
+
+// The clip set after creation (a trainer's per-run clip) acts as the option would.
+Test(optim, set_clip_clips_from_the_next_step) {
+    xa_tensor *a = scalar_param("a", 2, 0.0f), *b = scalar_param("b", 2, 0.0f);
+    xa_optim *opt = xa_optim_new(ctx, ps, &(xa_optim_opts){.kind = XA_OPTIM_SGD, .lr = 1.0f});
+    xa_params_pack(ps);
+    xa_optim_set_clip(opt, 1.0f);
+    grad(a, 3.0f), grad(b, 4.0f);
+    cr_assert_eq(xa_optim_step(opt, -1, 1.0f), XA_OK);
     cr_expect_float_eq(a->data[0], -0.6f, 1e-5);
     cr_expect_float_eq(b->data[0], -0.8f, 1e-5);
     xa_optim_free(opt);

@@ -336,15 +336,16 @@ static bool updated(const xa_tensor *t) {
            (XA_TENSOR_TRAINABLE | XA_TENSOR_GRADED);
 }
 
-// Sum of the squared gradients of the parameters the step updates; NAN when out of memory.
-static double grad_sumsq(const xa_params *ps) {
+// Sum of the squared gradients of the parameters the step updates (NaN or Inf when a gradient
+// is); false when out of memory.
+static bool grad_sumsq(const xa_params *ps, double *out) {
     int64_t most = 0;
     for (size_t i = 0; i < ps->n; i++)
         if (updated(ps->p[i].t) && blocks_of(ps->p[i].t->numel) > most)
             most = blocks_of(ps->p[i].t->numel);
     double *part = malloc((size_t)(most ? most : 1) * sizeof *part), sq = 0;
     if (!part)
-        return NAN;
+        return false;
     for (size_t i = 0; i < ps->n; i++) {
         xa_tensor *t = ps->p[i].t;
         if (!updated(t))
@@ -355,7 +356,8 @@ static double grad_sumsq(const xa_params *ps) {
             sq += part[b];
     }
     free(part);
-    return sq;
+    *out = sq;
+    return true;
 }
 
 xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
@@ -366,11 +368,13 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
     const xa_optim_opts *o = &opt->o;
     if (lr < 0)
         lr = o->lr;
-    double sq = grad_sumsq(ps);
-    if (isnan(sq))
-        return XA_ENOMEM;
+    double sq;
+    if (!grad_sumsq(ps, &sq))
+        return xa_errorf(opt->ctx, XA_ENOMEM, "optimizer step: out of memory");
     float norm = fabsf(grad_scale) * (float)sqrt(sq), clip = 1.0f;
     opt->last_norm = norm;
+    if (!isfinite(norm)) // no update would leave the weights finite: change nothing
+        return xa_errorf(opt->ctx, XA_ERANGE, "the gradient is not finite (norm %g)", (double)norm);
     if (o->clip_norm > 0.0f && norm > o->clip_norm)
         clip = o->clip_norm / (norm + 1e-6f);
     opt->steps++;
@@ -414,6 +418,10 @@ xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale) {
 }
 
 float xa_optim_grad_norm(const xa_optim *opt) { return opt->last_norm; }
+
+void xa_optim_set_clip(xa_optim *opt, float clip_norm) {
+    opt->o.clip_norm = clip_norm > 0.0f ? clip_norm : 0.0f;
+}
 int64_t xa_optim_steps(const xa_optim *opt) { return opt->steps; }
 void xa_optim_set_steps(xa_optim *opt, int64_t steps) { opt->steps = steps; }
 

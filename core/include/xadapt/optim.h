@@ -73,8 +73,10 @@ void xa_optim_free(xa_optim *opt);
 // backward passes), then zero the gradients. lr < 0 uses opts.lr. As PyTorch does for a
 // gradient of None, a parameter that no backward reached since the last step (an adapter,
 // expert or head switched off) is not touched: no weight decay, no momentum, no step counted.
+// A gradient whose global norm is NaN or Inf is refused (XA_ERANGE) and nothing changes.
 xa_status xa_optim_step(xa_optim *opt, float lr, float grad_scale);
 float xa_optim_grad_norm(const xa_optim *opt); // global norm before clipping, last step
+void xa_optim_set_clip(xa_optim *opt, float clip_norm); // opts.clip_norm from now on; 0 = off
 int64_t xa_optim_steps(const xa_optim *opt);
 // Moments for checkpointing: numel floats each (m and v for AdamW; the momentum buffer for SGD
 // in m, v NULL). Valid until the parameter set changes.
