@@ -777,6 +777,20 @@ static char *clip_checkpoint(void) {
     return dir;
 }
 
+// clip_checkpoint loaded: *dir gets the directory; clip_free frees the model and removes it.
+static xa_model *clip_load(char **dir) {
+    *dir = clip_checkpoint();
+    xa_model *vlm;
+    cr_assert_eq(xa_model_load(ctx, *dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
+    return vlm;
+}
+
+static void clip_free(xa_model *vlm, char *dir) {
+    xa_model_free(vlm);
+    remove_tree(dir);
+    free(dir);
+}
+
 static const char *const flickr[] = {
     "1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg", "1002674143_1b742ab4b8.jpg",
     "1003163366_44323f5815.jpg", "1007129816_e794419615.jpg",
@@ -815,9 +829,8 @@ static float max_diff(const float *a, const float *b, int64_t n) {
 
 Test(vlm_cache, computes_images_once_and_matches_the_vision_tower) {
     const char **img = images(3);
-    char *dir = clip_checkpoint();
-    xa_model *vlm;
-    cr_assert_eq(xa_model_load(ctx, dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
+    char *dir;
+    xa_model *vlm = clip_load(&dir);
     xa_vlm_cache *c;
     cr_assert_eq(xa_vlm_cache_new(ctx, vlm, NULL, &c), XA_OK, "%s", xa_errmsg(ctx));
     xa_vlm_feats f = {0};
@@ -861,19 +874,16 @@ Test(vlm_cache, computes_images_once_and_matches_the_vision_tower) {
     cr_expect_eq(xa_vlm_images(ctx, c, img, 1, 1, &g), XA_OK);
     stats(c, 3, 5, 0);
     xa_vlm_cache_free(c);
-    xa_model_free(vlm);
-    remove_tree(dir);
-    free(dir);
+    clip_free(vlm, dir);
 }
 
 Test(vlm_cache, a_new_cache_serves_the_disk_copy_bit_identically) {
     const char **img = images(3);
-    char *dir = clip_checkpoint();
+    char *dir;
+    xa_model *vlm = clip_load(&dir);
     char *cache_dir = strdup(make_tmpdir());
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/nested/features", cache_dir); // created on demand
-    xa_model *vlm;
-    cr_assert_eq(xa_model_load(ctx, dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
     xa_vlm_cache *c1, *c2;
     cr_assert_eq(xa_vlm_cache_new(ctx, vlm, sub, &c1), XA_OK, "%s", xa_errmsg(ctx));
     // the text is the key, stored in the file's JSON header: quotes, controls and UTF-8 survive
@@ -901,10 +911,8 @@ Test(vlm_cache, a_new_cache_serves_the_disk_copy_bit_identically) {
     cr_assert_eq(xa_vlm_images(ctx, c2, img, 3, 1, &b), XA_OK);
     stats(c2, 0, 3, 5);
     xa_vlm_cache_free(c2);
-    xa_model_free(vlm);
-    remove_tree(dir);
     remove_tree(cache_dir);
-    free(dir);
+    clip_free(vlm, dir);
     free(cache_dir);
 }
 
@@ -996,10 +1004,9 @@ Test(vlm_cache, damaged_files_and_other_configs_or_tokenizers_miss_the_disk_cach
 // permissions alike) does not stop training: the cache goes on in memory and says why.
 Test(vlm_cache, a_failing_disk_write_goes_on_in_memory) {
     const char **img = images(2);
-    char *dir = clip_checkpoint();
+    char *dir;
+    xa_model *vlm = clip_load(&dir);
     char *cache_dir = strdup(make_tmpdir());
-    xa_model *vlm;
-    cr_assert_eq(xa_model_load(ctx, dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
     xa_vlm_cache *c;
     cr_assert_eq(xa_vlm_cache_new(ctx, vlm, cache_dir, &c), XA_OK, "%s", xa_errmsg(ctx));
     cr_expect_null(xa_vlm_cache_disk_error(c));
@@ -1011,9 +1018,7 @@ Test(vlm_cache, a_failing_disk_write_goes_on_in_memory) {
     cr_assert_eq(xa_vlm_images(ctx, c, img, 2, 1, &a), XA_OK, "%s", xa_errmsg(ctx));
     stats(c, 2, 2, 0);
     xa_vlm_cache_free(c);
-    xa_model_free(vlm);
-    remove_tree(dir);
-    free(dir);
+    clip_free(vlm, dir);
     free(cache_dir);
 }
 
@@ -1028,14 +1033,13 @@ static void copy_with_mtime(const char *from, const char *to, time_t mtime) {
 
 Test(vlm_cache, recomputes_a_modified_image_file) {
     const char **img = images(2);
-    char *dir = clip_checkpoint();
+    char *dir;
+    xa_model *vlm = clip_load(&dir);
     char *work = strdup(make_tmpdir());
     char path[4200], cache_dir[4200];
     snprintf(path, sizeof path, "%s/photo.jpg", work);
     snprintf(cache_dir, sizeof cache_dir, "%s/cache", work);
     copy_with_mtime(img[0], path, 1000000000);
-    xa_model *vlm;
-    cr_assert_eq(xa_model_load(ctx, dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
     xa_vlm_cache *c;
     cr_assert_eq(xa_vlm_cache_new(ctx, vlm, cache_dir, &c), XA_OK, "%s", xa_errmsg(ctx));
     const char *p[1] = {path};
@@ -1067,17 +1071,14 @@ Test(vlm_cache, recomputes_a_modified_image_file) {
     cr_assert_eq(xa_vlm_images(ctx, c, p, 1, 1, &b), XA_OK);
     stats(c, 3, 2, 0);
     xa_vlm_cache_free(c);
-    xa_model_free(vlm);
-    remove_tree(dir);
     remove_tree(work);
-    free(dir);
+    clip_free(vlm, dir);
     free(work);
 }
 
 Test(vlm_cache, text_features_are_padded_with_a_mask_and_match_the_text_tower) {
-    char *dir = clip_checkpoint();
-    xa_model *vlm;
-    cr_assert_eq(xa_model_load(ctx, dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
+    char *dir;
+    xa_model *vlm = clip_load(&dir);
     xa_vlm_cache *c;
     cr_assert_eq(xa_vlm_cache_new(ctx, vlm, NULL, &c), XA_OK, "%s", xa_errmsg(ctx));
     static char longtext[4000];
@@ -1124,16 +1125,13 @@ Test(vlm_cache, text_features_are_padded_with_a_mask_and_match_the_text_tower) {
     xa_encoding_deinit(&enc);
     xa_tokenizer_free(tok);
     xa_vlm_cache_free(c);
-    xa_model_free(vlm);
-    remove_tree(dir);
-    free(dir);
+    clip_free(vlm, dir);
 }
 
 Test(vlm_cache, retrieval_returns_the_top_k_of_the_cosine_scores) {
     const char **img = images(4);
-    char *dir = clip_checkpoint();
-    xa_model *vlm;
-    cr_assert_eq(xa_model_load(ctx, dir, &vlm), XA_OK, "%s", xa_errmsg(ctx));
+    char *dir;
+    xa_model *vlm = clip_load(&dir);
     xa_vlm_cache *c;
     cr_assert_eq(xa_vlm_cache_new(ctx, vlm, NULL, &c), XA_OK, "%s", xa_errmsg(ctx));
     const char *texts[3] = {"a dog", "people on a street", "a child climbing stairs"};
@@ -1181,9 +1179,7 @@ Test(vlm_cache, retrieval_returns_the_top_k_of_the_cosine_scores) {
               xa_errmsg(ctx));
     cr_expect_eq(xa_vlm_retrieve(ctx, c, img, 4, texts, 1, 5, d3), XA_EINVAL);
     xa_vlm_cache_free(c);
-    xa_model_free(vlm);
-    remove_tree(dir);
-    free(dir);
+    clip_free(vlm, dir);
 }
 
 Test(vlm_cache, explains_how_to_add_a_missing_tokenizer) {
